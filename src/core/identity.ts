@@ -1,0 +1,34 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { InvalidKeyError } from './errors.js';
+
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Longest key or scope accepted; bounds what a client can make us hash and store. */
+export const MAX_IDENTITY_PART_LENGTH = 1024;
+
+function checkPart(name: string, value: unknown): string {
+  if (typeof value !== 'string') throw new InvalidKeyError(`${name} must be a string, got ${typeof value}`);
+  if (value.length > MAX_IDENTITY_PART_LENGTH) throw new InvalidKeyError(`${name} is longer than ${MAX_IDENTITY_PART_LENGTH} characters`);
+  return value;
+}
+
+/**
+ * The storage id of an identity: SHA-256 over (namespace, scope, key). Raw client text never
+ * becomes a storage key. The parts are JSON-encoded as an array so that no two different
+ * triples can produce the same input ("a:b" + "c" vs "a" + "b:c").
+ */
+export function identityId(namespace: string, scope: string, key: string): string {
+  checkPart('namespace', namespace);
+  checkPart('scope', scope);
+  if (checkPart('key', key).length === 0) throw new InvalidKeyError('key must not be empty');
+  return sha256Hex(JSON.stringify([namespace, scope, key]));
+}
+
+/** Constant-time comparison of two hex digests. */
+export function sameDigest(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+}

@@ -1,0 +1,98 @@
+/**
+ * The store contract. Every store implements these few atomic transitions of one record;
+ * the core owns everything else (identity hashing, fingerprints, encoding, leases, heartbeats).
+ *
+ * All times are epoch milliseconds read from the **store's** clock, never the caller's.
+ */
+
+/** Operator-facing context kept inside a record. Never used to find the record. */
+export interface RecordMeta {
+  /** What the identity belongs to: a route, a function, a consumer. */
+  namespace?: string;
+  /** Who the identity belongs to: a tenant, a user, a credential hash. */
+  scope?: string;
+  /** The raw key the caller sent, for operators reading the store. */
+  key?: string;
+}
+
+interface RecordBase {
+  /** SHA-256 (hex) of (namespace, scope, key): the storage key. */
+  id: string;
+  /** SHA-256 (hex) of what makes two requests "the same". */
+  fingerprint: string;
+  /** When the current claim was made (store clock, epoch ms). */
+  createdAt: number;
+  meta?: RecordMeta;
+}
+
+/** A claim that is being worked on; it lapses at `expiresAt` unless extended. */
+export interface InProgressRecord extends RecordBase {
+  state: 'in_progress';
+  /** End of the lease (store clock, epoch ms). */
+  expiresAt: number;
+}
+
+/** A stored outcome; every duplicate gets these bytes until `expiresAt`. */
+export interface CompletedRecord extends RecordBase {
+  state: 'completed';
+  /** End of retention (store clock, epoch ms). */
+  expiresAt: number;
+  /** The outcome exactly as it was passed to `complete`. Treat as read-only. */
+  outcome: Uint8Array;
+}
+
+export type IdempotencyRecord = InProgressRecord | CompletedRecord;
+
+export interface ClaimRequest {
+  /** SHA-256 hex of the identity; see `identityId()`. */
+  id: string;
+  fingerprint: string;
+  /** How long the claim holds without an `extend`. */
+  leaseMs: number;
+  meta?: RecordMeta;
+}
+
+/**
+ * The result of one atomic claim. On conflict the existing record comes back in the same
+ * round trip, so callers never need a second read.
+ *
+ * - `acquired`: the caller holds the record; `token` fences its later writes.
+ * - `completed`: an outcome is stored under the same fingerprint; replay it.
+ * - `in_progress`: another holder with the same fingerprint is working on it.
+ * - `mismatch`: the live record has another fingerprint (checked before in-progress).
+ */
+export type Claim =
+  | { status: 'acquired'; token: string; expiresAt: number }
+  | { status: 'completed'; record: CompletedRecord }
+  | { status: 'in_progress'; record: InProgressRecord }
+  | { status: 'mismatch'; record: IdempotencyRecord };
+
+/** `lost`: the caller's token is no longer current (lease taken over, deleted, or completed). */
+export type FencedResult = 'ok' | 'lost';
+
+export interface PurgeOptions {
+  /** Most records removed by this call; stores delete in batches of at most this size. Default 1000. */
+  limit?: number;
+}
+
+export interface IdempotencyStore {
+  /**
+   * Atomically: create an in-progress record if none is live (absent, lease lapsed, or
+   * retention passed), otherwise report the live one.
+   */
+  claim(request: ClaimRequest): Promise<Claim>;
+  /** Store the outcome for the current holder; keeps it for `retentionMs`. */
+  complete(id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult>;
+  /** Give the claim up (the work failed in a retryable way); the next claim acquires. */
+  release(id: string, token: string): Promise<FencedResult>;
+  /** Push the lease end to store-now + `leaseMs` (heartbeat). */
+  extend(id: string, token: string, leaseMs: number): Promise<FencedResult>;
+  /** The live record, or undefined when absent or lapsed. */
+  get(id: string): Promise<IdempotencyRecord | undefined>;
+  /** Operator: remove a record whatever its state. True when one was removed. */
+  delete(id: string): Promise<boolean>;
+  /** Remove lapsed records, at most `limit` per call. Returns how many were removed. */
+  purgeExpired(options?: PurgeOptions): Promise<number>;
+  /** Release what the store itself opened. A client passed in by the user stays open. */
+  close(): Promise<void>;
+}
