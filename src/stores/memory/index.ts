@@ -1,0 +1,171 @@
+/**
+ * An in-process store for tests and single-process services. Bounded: at most `maxRecords`
+ * records; when full, the least recently used COMPLETED record is evicted (an in-progress one
+ * never is; a claim that would need to is refused). Every operation is O(1); lapsed records are
+ * removed lazily on access and by a sweep of the oldest entries.
+ */
+import { StoreUnavailableError } from '../../core/errors.js';
+import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit } from '../../core/store-kit.js';
+import type { Claim, ClaimRequest, CompletedRecord, FencedResult, IdempotencyRecord, IdempotencyStore, InProgressRecord, PurgeOptions } from '../../core/types.js';
+
+export interface MemoryStoreOptions {
+  /** Most records kept (in progress + completed). Default 100 000. */
+  maxRecords?: number;
+  /**
+   * How often lapsed records are swept, in ms; 0 turns the timer off (lapsed records are then
+   * removed on access, by eviction, or by `purgeExpired`). Default 10 000. The timer is unref'd.
+   */
+  sweepIntervalMs?: number;
+  /** Clock in epoch ms. Default: a monotonic wall clock unaffected by changes to `Date.now`. */
+  now?: () => number;
+}
+
+interface HeldRecord {
+  record: InProgressRecord;
+  token: string;
+}
+
+const monotonicNow = (): number => performance.timeOrigin + performance.now();
+
+export class MemoryStore implements IdempotencyStore {
+  // Map iteration order is insertion order; re-inserting on use makes the head the least
+  // recently used (completed) or the soonest to lapse (in progress, since leases are re-set).
+  private readonly inProgress = new Map<string, HeldRecord>();
+  private readonly completed = new Map<string, CompletedRecord>();
+  private readonly maxRecords: number;
+  private readonly now: () => number;
+  private readonly sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.maxRecords = options.maxRecords ?? 100_000;
+    assertDuration('maxRecords', this.maxRecords);
+    this.now = options.now ?? monotonicNow;
+    const sweepIntervalMs = options.sweepIntervalMs ?? 10_000;
+    if (sweepIntervalMs > 0) {
+      this.sweepTimer = setInterval(() => void this.purgeExpired({ limit: 1000 }), sweepIntervalMs);
+      this.sweepTimer.unref();
+    }
+  }
+
+  /** Records currently held (live or not yet swept). */
+  get size(): number {
+    return this.inProgress.size + this.completed.size;
+  }
+
+  private live(id: string, now: number): IdempotencyRecord | undefined {
+    const held = this.inProgress.get(id);
+    if (held) {
+      if (held.record.expiresAt > now) return held.record;
+      this.inProgress.delete(id);
+      return undefined;
+    }
+    const done = this.completed.get(id);
+    if (!done) return undefined;
+    this.completed.delete(id);
+    if (done.expiresAt <= now) return undefined;
+    this.completed.set(id, done); // most recently used
+    return done;
+  }
+
+  async claim(request: ClaimRequest): Promise<Claim> {
+    assertId(request.id);
+    assertDuration('leaseMs', request.leaseMs);
+    const now = this.now();
+    const existing = this.live(request.id, now);
+    if (existing) {
+      const answer = answerFromExisting(existing, request.fingerprint, now);
+      if (answer) return answer;
+    }
+    this.makeRoom();
+    const token = newToken();
+    const record: InProgressRecord = {
+      id: request.id,
+      state: 'in_progress',
+      fingerprint: request.fingerprint,
+      createdAt: now,
+      expiresAt: now + request.leaseMs,
+      ...(request.meta ? { meta: { ...request.meta } } : {}),
+    };
+    this.inProgress.set(request.id, { record, token });
+    return { status: 'acquired', token, expiresAt: record.expiresAt };
+  }
+
+  private makeRoom(): void {
+    while (this.size >= this.maxRecords) {
+      const oldest = this.completed.keys().next();
+      if (oldest.done) {
+        throw new StoreUnavailableError(`MemoryStore is full: ${this.inProgress.size} records are in progress (maxRecords ${this.maxRecords})`);
+      }
+      this.completed.delete(oldest.value);
+    }
+  }
+
+  private holder(id: string, token: string): HeldRecord | undefined {
+    const held = this.inProgress.get(id);
+    return held && held.token === token ? held : undefined;
+  }
+
+  async complete(id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult> {
+    assertId(id);
+    assertDuration('retentionMs', retentionMs);
+    const held = this.holder(id, token);
+    if (!held) return 'lost';
+    this.inProgress.delete(id);
+    const now = this.now();
+    const { state: _state, expiresAt: _leaseEnd, ...rest } = held.record;
+    // A private copy: the caller may reuse its buffer.
+    this.completed.set(id, { ...rest, state: 'completed', expiresAt: now + retentionMs, outcome: Uint8Array.from(outcome) });
+    return 'ok';
+  }
+
+  async release(id: string, token: string): Promise<FencedResult> {
+    assertId(id);
+    if (!this.holder(id, token)) return 'lost';
+    this.inProgress.delete(id);
+    return 'ok';
+  }
+
+  async extend(id: string, token: string, leaseMs: number): Promise<FencedResult> {
+    assertId(id);
+    assertDuration('leaseMs', leaseMs);
+    const held = this.holder(id, token);
+    if (!held) return 'lost';
+    held.record = { ...held.record, expiresAt: this.now() + leaseMs };
+    this.inProgress.delete(id);
+    this.inProgress.set(id, held);
+    return 'ok';
+  }
+
+  async get(id: string): Promise<IdempotencyRecord | undefined> {
+    assertId(id);
+    return this.live(id, this.now());
+  }
+
+  async delete(id: string): Promise<boolean> {
+    assertId(id);
+    const removed = this.inProgress.delete(id);
+    return this.completed.delete(id) || removed;
+  }
+
+  async purgeExpired(options?: PurgeOptions): Promise<number> {
+    const limit = purgeLimit(options?.limit);
+    const now = this.now();
+    let removed = 0;
+    // Both maps are roughly ordered by lapse time from the head; stop at the first live entry.
+    for (const [id, held] of this.inProgress) {
+      if (removed >= limit || held.record.expiresAt > now) break;
+      this.inProgress.delete(id);
+      removed++;
+    }
+    for (const [id, record] of this.completed) {
+      if (removed >= limit || record.expiresAt > now) break;
+      this.completed.delete(id);
+      removed++;
+    }
+    return removed;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweepTimer);
+  }
+}
