@@ -82,7 +82,6 @@ function startHeartbeat(store: IdempotencyStore, id: string, token: string, leas
       .catch(() => (Date.now() - lastExtended >= leaseMs ? loseClaim() : undefined))
       .finally(() => (extending = false));
   }, Math.max(1, Math.floor(leaseMs / 3)));
-  timer.unref();
   return () => {
     stopped = true;
     clearInterval(timer);
