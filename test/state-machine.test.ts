@@ -5,12 +5,12 @@
  * Leases are long here; lapse and takeover are covered by the contract suite.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { sha256Hex } from '../src/core/identity.js';
 import type { IdempotencyStore } from '../src/core/types.js';
 import { randomId } from '../src/testing/index.js';
-import { storesUnderTest } from './support/stores.js';
+import { closeStoresUnderTest, storesUnderTest } from './support/stores.js';
 
 type ModelRecord = { state: 'in_progress'; fp: number; token: string } | { state: 'completed'; fp: number; outcome: number };
 interface Model {
@@ -129,6 +129,8 @@ const commands = fc.commands(
   { maxCommands: 40 },
 );
 
+after(closeStoresUnderTest);
+
 for (const { name, make, skip } of await storesUnderTest()) {
   describe(`state machine property: ${name}`, { skip }, () => {
     it('matches the model for random command sequences', async () => {
@@ -139,7 +141,7 @@ for (const { name, make, skip } of await storesUnderTest()) {
             const model: Model = { records: Array(IDS).fill(undefined), tokens: Array.from({ length: IDS }, () => []) };
             await fc.asyncModelRun(() => ({ model, real: { store, ids: Array.from({ length: IDS }, randomId) } }), cmds);
           }),
-          { numRuns: name === 'memory' ? 300 : 60 },
+          { numRuns: name === 'memory' ? 500 : 150 },
         );
       } finally {
         await store.close();

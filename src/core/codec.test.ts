@@ -131,6 +131,10 @@ describe('canonicalJson', () => {
     assert.equal(canonicalJson({ b: 1, a: [true, null], '10': 0, '9': 0, é: 1, z: 'x' }), '{"10":0,"9":0,"a":[true,null],"b":1,"z":"x","é":1}');
   });
 
+  it('writes -0 as 0, as RFC 8785 does', () => {
+    assert.equal(canonicalJson({ a: -0 }), '{"a":0}');
+  });
+
   it('orders Map entries and Set members, so insertion order does not matter', () => {
     assert.equal(canonicalJson(new Map([['b', 1], ['a', 2]])), canonicalJson(new Map([['a', 2], ['b', 1]])));
     assert.equal(canonicalJson(new Set([2, 1])), canonicalJson(new Set([1, 2])));

@@ -42,7 +42,8 @@ function toTagged(value: unknown, path: string, ancestors: Set<object>, canonica
     case 'boolean':
       return value;
     case 'number':
-      if (Number.isFinite(value)) return Object.is(value, -0) ? tagged('number', '-0') : value;
+      // RFC 8785 writes -0 as 0, so a fingerprint does not tell them apart; results keep it.
+      if (Number.isFinite(value)) return Object.is(value, -0) && !canonical ? tagged('number', '-0') : value;
       return tagged('number', String(value));
     case 'bigint':
       return tagged('bigint', value.toString());

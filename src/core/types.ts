@@ -67,7 +67,12 @@ export type Claim =
   | { status: 'in_progress'; record: InProgressRecord }
   | { status: 'mismatch'; record: IdempotencyRecord };
 
-/** `lost`: the caller's token is no longer current (lease taken over, deleted, or completed). */
+/**
+ * `lost`: the caller's token is no longer current (lease taken over, record deleted or
+ * completed). A holder whose lease lapsed but was not taken over may still write on stores
+ * that keep lapsed rows (memory, SQLite, PostgreSQL); stores that expire records themselves
+ * (Redis) answer `lost`. Either way a stale holder never overwrites a newer one.
+ */
 export type FencedResult = 'ok' | 'lost';
 
 export interface PurgeOptions {

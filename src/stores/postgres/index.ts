@@ -1,0 +1,287 @@
+/**
+ * PostgreSQL store (`oncely/postgres`) on the user's own `pg` Pool.
+ *
+ * Every time comes from the server's `clock_timestamp()`: not the caller's `Date.now()`, so
+ * machines with skewed clocks agree, and not `now()`, which stays frozen for the whole of a
+ * caller's transaction. Times are kept at millisecond precision, the unit of the whole API.
+ */
+import type { Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
+import { StoreUnavailableError } from '../../core/errors.js';
+import {
+  DEFAULT_STORE_TIMEOUT_MS,
+  answerFromExisting,
+  assertDuration,
+  assertId,
+  newToken,
+  purgeLimit,
+  withTimeout,
+} from '../../core/store-kit.js';
+import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, IdempotencyStore, PurgeOptions, RecordMeta } from '../../core/types.js';
+import { MIGRATIONS, tableNames, type TableNames, type TableOptions } from './migrations.js';
+
+export { postgresMigrationSql } from './migrations.js';
+
+export interface PostgresStoreOptions extends TableOptions {
+  /** Your `pg` Pool. The store borrows it and never ends it: `close()` leaves it open. */
+  pool: Pool;
+  /** Longest one store operation may take before `StoreUnavailableError`. Default 5000 ms. */
+  timeoutMs?: number;
+}
+
+/** What both a Pool and a checked-out client can do. */
+interface Queryable {
+  query<R extends QueryResultRow>(text: string, values?: unknown[]): Promise<QueryResult<R>>;
+}
+
+type RecordRow = {
+  id: string;
+  fingerprint: string;
+  created_ms: number;
+  expires_ms: number;
+  namespace: string | null;
+  scope: string | null;
+  key: string | null;
+} & ({ state: 'in_progress'; outcome: null } | { state: 'completed'; outcome: Buffer });
+
+/** The current server time, truncated to the millisecond every record time is kept at. */
+const CLOCK = `date_trunc('milliseconds', clock_timestamp())`;
+const ms = (column: string): string => `round(extract(epoch from ${column}) * 1000)::float8`;
+const RECORD_COLUMNS = `id, state, fingerprint, ${ms('created_at')} AS created_ms, ${ms('expires_at')} AS expires_ms, outcome, namespace, scope, key`;
+const after = (time: string, msParam: string): string => `${time} + ${msParam}::bigint * interval '1 millisecond'`;
+/** Only the current holder may write. A lapsed lease still holds until someone takes it over. */
+const FENCE = `id = $1 AND token = $2 AND state = 'in_progress'`;
+/** A claim that keeps meeting concurrent writers this often is reported rather than retried forever. */
+const CLAIM_ATTEMPTS = 5;
+
+/** Server errors meaning "cannot serve now": connection, auth, missing database, resources, shutdown, cancel. */
+const UNAVAILABLE_CLASSES = new Set(['08', '28', '3D', '53', '57', '58']);
+
+/**
+ * An idempotency store in one PostgreSQL table. Run `await store.migrate()` once (or apply
+ * `migrations/postgres/*.sql` with your own tool) before the first claim.
+ *
+ * @example
+ * ```ts
+ * import pg from 'pg';
+ * import { PostgresStore } from 'oncely/postgres';
+ *
+ * const store = new PostgresStore({ pool: new pg.Pool({ connectionString: process.env.DATABASE_URL }) });
+ * await store.migrate();
+ * ```
+ */
+export class PostgresStore implements IdempotencyStore {
+  readonly #options: PostgresStoreOptions;
+  readonly #pool: Pool;
+  readonly #names: TableNames;
+  readonly #timeoutMs: number;
+  readonly #claimSql: string;
+  readonly #takeoverSql: string;
+  /** Where queries go: the pool, or the caller's client for a store from `withClient`. */
+  #db: Queryable;
+
+  constructor(options: PostgresStoreOptions) {
+    this.#options = options;
+    this.#pool = options.pool;
+    this.#names = tableNames(options);
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
+    assertDuration('timeoutMs', this.#timeoutMs);
+    this.#db = options.pool;
+    this.#claimSql = claimSql(this.#names.records);
+    this.#takeoverSql = takeoverSql(this.#names.records);
+  }
+
+  /**
+   * The same store, with every query sent through `client`, so claims and completions join
+   * the caller's transaction: a rollback undoes them with the rest of the caller's work.
+   * The caller owns the client (BEGIN, COMMIT, release). `migrate()` still uses the pool.
+   */
+  withClient(client: PoolClient): PostgresStore {
+    const bound = new PostgresStore(this.#options);
+    bound.#db = client;
+    return bound;
+  }
+
+  /**
+   * Applies the migrations this database lacks, recorded in `<table>_migrations`. Safe to
+   * call on every start and from many processes at once: a transaction-scoped advisory lock
+   * serialises them, and a migration and its bookkeeping commit together.
+   */
+  migrate(): Promise<void> {
+    return this.#run(async () => {
+      const client = await this.#pool.connect();
+      let destroy = false;
+      try {
+        await client.query('BEGIN');
+        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`oncely.migrate:${this.#names.lockName}`]);
+        await client.query(`CREATE TABLE IF NOT EXISTS ${this.#names.migrations} (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())`);
+        const { rows } = await client.query<{ name: string }>(`SELECT name FROM ${this.#names.migrations}`);
+        const applied = new Set(rows.map((row) => row.name));
+        for (const migration of MIGRATIONS) {
+          if (applied.has(migration.name)) continue;
+          await client.query(migration.sql(this.#names));
+          await client.query(`INSERT INTO ${this.#names.migrations} (name) VALUES ($1)`, [migration.name]);
+        }
+        await client.query('COMMIT');
+      } catch (error) {
+        // A client whose ROLLBACK fails is in an unknown state: destroy it, never reuse it.
+        await client.query('ROLLBACK').catch(() => { destroy = true; });
+        throw error;
+      } finally {
+        client.release(destroy);
+      }
+    });
+  }
+
+  // Methods are async so that invalid input rejects, like every other failure, never throws.
+  async claim(request: ClaimRequest): Promise<Claim> {
+    assertId(request.id);
+    assertDuration('leaseMs', request.leaseMs);
+    return this.#run(async (db) => {
+      for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+        const token = newToken();
+        const values = [request.id, request.fingerprint, token, request.leaseMs, request.meta?.namespace ?? null, request.meta?.scope ?? null, request.meta?.key ?? null];
+        const { rows } = await db.query<RecordRow & { acquired: boolean; now_ms: number }>(this.#claimSql, values);
+        const row = rows[0];
+        // Nothing inserted and nothing seen: a concurrent insert committed after this
+        // statement's snapshot was taken (READ COMMITTED). The next attempt sees it.
+        if (row === undefined) continue;
+        if (row.acquired) return { status: 'acquired', token, expiresAt: row.expires_ms };
+        const answer = answerFromExisting(toRecord(row), request.fingerprint, row.now_ms);
+        if (answer !== undefined) return answer;
+        // Lapsed: take it over, unless another claimer got there first (then look again).
+        const takeover = await db.query<{ expires_ms: number }>(this.#takeoverSql, values);
+        const taken = takeover.rows[0];
+        if (taken !== undefined) return { status: 'acquired', token, expiresAt: taken.expires_ms };
+      }
+      throw new StoreUnavailableError(`PostgreSQL claim did not settle after ${CLAIM_ATTEMPTS} attempts under concurrent writers`);
+    });
+  }
+
+  async complete(id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult> {
+    assertId(id);
+    assertDuration('retentionMs', retentionMs);
+    return this.#fenced(`UPDATE ${this.#names.records} SET state = 'completed', outcome = $3, expires_at = ${after(CLOCK, '$4')} WHERE ${FENCE}`, [id, token, outcome, retentionMs]);
+  }
+
+  async release(id: string, token: string): Promise<FencedResult> {
+    assertId(id);
+    return this.#fenced(`DELETE FROM ${this.#names.records} WHERE ${FENCE}`, [id, token]);
+  }
+
+  async extend(id: string, token: string, leaseMs: number): Promise<FencedResult> {
+    assertId(id);
+    assertDuration('leaseMs', leaseMs);
+    return this.#fenced(`UPDATE ${this.#names.records} SET expires_at = ${after(CLOCK, '$3')} WHERE ${FENCE}`, [id, token, leaseMs]);
+  }
+
+  async get(id: string): Promise<IdempotencyRecord | undefined> {
+    assertId(id);
+    return this.#run(async (db) => {
+      const { rows } = await db.query<RecordRow>(`SELECT ${RECORD_COLUMNS} FROM ${this.#names.records} WHERE id = $1 AND expires_at > clock_timestamp()`, [id]);
+      return rows[0] === undefined ? undefined : toRecord(rows[0]);
+    });
+  }
+
+  async delete(id: string): Promise<boolean> {
+    assertId(id);
+    return this.#run(async (db) => {
+      const { rowCount } = await db.query(`DELETE FROM ${this.#names.records} WHERE id = $1`, [id]);
+      return (rowCount ?? 0) > 0;
+    });
+  }
+
+  /** One batch of at most `limit` rows; rows locked by a concurrent purge are skipped, not waited on. */
+  async purgeExpired(options: PurgeOptions = {}): Promise<number> {
+    const limit = purgeLimit(options.limit);
+    const { records } = this.#names;
+    return this.#run(async (db) => {
+      const { rowCount } = await db.query(
+        `DELETE FROM ${records} WHERE id IN (SELECT id FROM ${records} WHERE expires_at <= clock_timestamp() LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+        [limit],
+      );
+      return rowCount ?? 0;
+    });
+  }
+
+  /** Nothing to release: the pool (and any client given to `withClient`) is yours to end. */
+  async close(): Promise<void> {}
+
+  #fenced(sql: string, values: unknown[]): Promise<FencedResult> {
+    return this.#run(async (db) => {
+      const { rowCount } = await db.query(sql, values);
+      return rowCount === 1 ? 'ok' : 'lost';
+    });
+  }
+
+  #run<T>(work: (db: Queryable) => Promise<T>): Promise<T> {
+    const translated = work(this.#db).catch((error: unknown) => {
+      throw this.#translate(error);
+    });
+    return withTimeout(translated, this.#timeoutMs, 'PostgreSQL');
+  }
+
+  /**
+   * Driver errors become `StoreUnavailableError` when the store cannot serve (fail closed);
+   * other server errors (a constraint, a serialization failure in the caller's transaction)
+   * pass through unchanged so the caller's own handling of them still works.
+   */
+  #translate(error: unknown): unknown {
+    if (error instanceof StoreUnavailableError) return error;
+    const { code, severity } = (error ?? {}) as { code?: unknown; severity?: unknown };
+    // Only the server's errors carry a severity; the rest (ECONNREFUSED, "Connection
+    // terminated", a pool connect timeout) all mean the server could not be reached.
+    const fromServer = typeof severity === 'string' && typeof code === 'string';
+    if (fromServer && code === '42P01') {
+      return new StoreUnavailableError(`PostgreSQL table ${this.#names.records} does not exist; run store.migrate() (or apply migrations/postgres/*.sql) first`, { cause: error });
+    }
+    if (fromServer && code === '3F000') {
+      return new StoreUnavailableError(`PostgreSQL schema of ${this.#names.records} does not exist; create it, then run store.migrate()`, { cause: error });
+    }
+    if (fromServer && !UNAVAILABLE_CLASSES.has(code.slice(0, 2))) return error;
+    const detail = error instanceof Error ? error.message : String(error);
+    return new StoreUnavailableError(`PostgreSQL is unavailable: ${detail}`, { cause: error });
+  }
+}
+
+/**
+ * One statement in the common path: insert, or, when the id exists, return the row as this
+ * statement's snapshot sees it, with the server time to judge it by.
+ */
+function claimSql(records: string): string {
+  return `WITH clock AS (SELECT ${CLOCK} AS now),
+inserted AS (
+  INSERT INTO ${records} (id, state, fingerprint, token, created_at, expires_at, namespace, scope, key)
+  SELECT $1, 'in_progress', $2, $3, now, ${after('now', '$4')}, $5, $6, $7 FROM clock
+  ON CONFLICT (id) DO NOTHING
+  RETURNING ${RECORD_COLUMNS}
+)
+SELECT true AS acquired, inserted.*, ${ms('now')} AS now_ms FROM inserted, clock
+UNION ALL
+SELECT false, ${RECORD_COLUMNS}, ${ms('now')} FROM ${records}, clock WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)`;
+}
+
+/** The lapse is re-checked under the row lock, so of two concurrent takeovers only one updates. */
+function takeoverSql(records: string): string {
+  return `UPDATE ${records}
+SET state = 'in_progress', fingerprint = $2, token = $3, created_at = now, expires_at = ${after('now', '$4')},
+  outcome = NULL, namespace = $5, scope = $6, key = $7
+FROM (SELECT ${CLOCK} AS now) AS clock
+WHERE id = $1 AND expires_at <= clock_timestamp()
+RETURNING ${ms('expires_at')} AS expires_ms`;
+}
+
+function toRecord(row: RecordRow): IdempotencyRecord {
+  const meta: RecordMeta = {};
+  if (row.namespace !== null) meta.namespace = row.namespace;
+  if (row.scope !== null) meta.scope = row.scope;
+  if (row.key !== null) meta.key = row.key;
+  const base = {
+    id: row.id,
+    fingerprint: row.fingerprint,
+    createdAt: row.created_ms,
+    expiresAt: row.expires_ms,
+    ...(Object.keys(meta).length > 0 ? { meta } : {}),
+  };
+  // A copy into a plain Uint8Array: pg's Buffer may be a view into a shared pool slab.
+  return row.state === 'completed' ? { ...base, state: 'completed', outcome: new Uint8Array(row.outcome) } : { ...base, state: 'in_progress' };
+}

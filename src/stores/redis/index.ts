@@ -1,0 +1,212 @@
+/**
+ * `oncely/redis`: the idempotency store on Redis, for node-redis v5 and ioredis v5 clients.
+ *
+ * Each record is one hash, `${prefix}:{${id}}`. The braces make the id a Redis Cluster hash
+ * tag, so every record sits in its own slot and each transition (one Lua script on one key)
+ * runs on one node. Only the SHA-256 id ever becomes a key name; the raw key the client sent
+ * is kept inside the hash for operators.
+ */
+import { OncelyError, InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
+import { DEFAULT_STORE_TIMEOUT_MS, assertDuration, assertId, newToken, purgeLimit, withTimeout } from '../../core/store-kit.js';
+import type {
+  Claim,
+  ClaimRequest,
+  CompletedRecord,
+  FencedResult,
+  IdempotencyRecord,
+  IdempotencyStore,
+  InProgressRecord,
+  PurgeOptions,
+  RecordMeta,
+} from '../../core/types.js';
+import { scriptRunner, type RedisClient, type ScriptArg, type ScriptRunner } from './client.js';
+import { CLAIM, COMPLETE, EXTEND, GET, RELEASE, type Script } from './scripts.js';
+
+export type { IoredisLike, NodeRedisLike, RedisClient } from './client.js';
+
+export interface RedisStoreOptions {
+  /**
+   * Your Redis client: node-redis v5 (`createClient()`, connected) or ioredis v5 (`new Redis()`),
+   * a single node or a cluster. The store borrows it and never closes it.
+   */
+  client: RedisClient;
+  /**
+   * Start of every key name; keys are `${prefix}:{${id}}`. Must not contain `{` or `}`,
+   * which would move the Redis Cluster hash tag. Default `'oncely'`.
+   */
+  prefix?: string;
+  /**
+   * Longest one store call may take, reconnects and retries of the client included, before
+   * it fails with `StoreUnavailableError`. Default `DEFAULT_STORE_TIMEOUT_MS` (5000).
+   */
+  timeoutMs?: number;
+}
+
+/** One element of a script reply: both adapters return bulk strings as Buffers, integers as numbers. */
+type Reply = Buffer | number | null;
+
+function text(value: Reply | undefined): string {
+  if (value === null || value === undefined) throw new Error('Redis script reply is missing a field');
+  return value.toString();
+}
+
+/** Reads the script's record reply: state, fp, created, exp, outcome, ns, scope, key. */
+function toRecord(id: string, fields: Reply[]): IdempotencyRecord {
+  const [state, fp, created, expires, outcome, namespace, scope, key] = fields;
+  const meta: RecordMeta = {};
+  if (namespace !== null && namespace !== undefined) meta.namespace = text(namespace);
+  if (scope !== null && scope !== undefined) meta.scope = text(scope);
+  if (key !== null && key !== undefined) meta.key = text(key);
+  const base = {
+    id,
+    fingerprint: text(fp),
+    createdAt: Number(created),
+    expiresAt: Number(expires),
+    ...(Object.keys(meta).length > 0 ? { meta } : {}),
+  };
+  if (text(state) === 'in_progress') return { ...base, state: 'in_progress' } satisfies InProgressRecord;
+  if (!Buffer.isBuffer(outcome)) throw new Error('Redis script reply has no outcome bytes');
+  // A plain Uint8Array copy, as the type promises, not a view into the client's reply buffer.
+  return { ...base, state: 'completed', outcome: new Uint8Array(outcome) } satisfies CompletedRecord;
+}
+
+/** Meta as field/value pairs for HSET; absent parts are not written, so they read back absent. */
+function metaArgs(meta: RecordMeta | undefined): string[] {
+  const args: string[] = [];
+  if (meta?.namespace !== undefined) args.push('ns', meta.namespace);
+  if (meta?.scope !== undefined) args.push('scope', meta.scope);
+  if (meta?.key !== undefined) args.push('key', meta.key);
+  return args;
+}
+
+function assertToken(token: unknown): asserts token is string {
+  if (typeof token !== 'string' || token.length === 0) throw new InvalidOptionError('token must be the string a claim returned');
+}
+
+/**
+ * Idempotency records in Redis. Atomic transitions are Lua scripts that read the server's
+ * clock (`TIME`), never this process's. Records carry their own Redis expiry (lease end
+ * while in progress, retention end once completed), so Redis removes lapsed records itself.
+ *
+ * Requires Redis 5 or later (scripts that read `TIME` before writing).
+ *
+ * @example
+ * ```ts
+ * import { createClient } from 'redis';
+ * import { RedisStore } from 'oncely/redis';
+ *
+ * const client = await createClient({ url: process.env.REDIS_URL }).connect();
+ * const store = new RedisStore({ client, prefix: 'billing' });
+ * ```
+ */
+export class RedisStore implements IdempotencyStore {
+  readonly #runner: ScriptRunner;
+  readonly #prefix: string;
+  readonly #timeoutMs: number;
+
+  constructor(options: RedisStoreOptions) {
+    const { client, prefix = 'oncely', timeoutMs = DEFAULT_STORE_TIMEOUT_MS } = options;
+    if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
+      throw new InvalidOptionError(`prefix must be a string without { or }, got ${JSON.stringify(prefix)}`);
+    }
+    assertDuration('timeoutMs', timeoutMs);
+    this.#runner = scriptRunner(client);
+    this.#prefix = prefix;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  async claim(request: ClaimRequest): Promise<Claim> {
+    const { id, fingerprint, leaseMs, meta } = request;
+    assertId(id);
+    assertDuration('leaseMs', leaseMs);
+    if (typeof fingerprint !== 'string' || fingerprint.length === 0) throw new InvalidOptionError('fingerprint must be a non-empty string');
+    const token = newToken();
+    const [status, ...fields] = (await this.#run(CLAIM, id, [fingerprint, token, String(leaseMs), ...metaArgs(meta)])) as Reply[];
+    switch (text(status)) {
+      case 'acquired':
+        return { status: 'acquired', token, expiresAt: Number(fields[0]) };
+      case 'mismatch':
+        return { status: 'mismatch', record: toRecord(id, fields) };
+      case 'completed':
+        return { status: 'completed', record: toRecord(id, fields) as CompletedRecord };
+      case 'in_progress':
+        return { status: 'in_progress', record: toRecord(id, fields) as InProgressRecord };
+      default:
+        throw new Error(`unexpected Redis claim reply ${JSON.stringify(text(status))}`);
+    }
+  }
+
+  async complete(id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult> {
+    assertId(id);
+    assertToken(token);
+    assertDuration('retentionMs', retentionMs);
+    if (!(outcome instanceof Uint8Array)) throw new InvalidOptionError('outcome must be a Uint8Array');
+    // Both clients send a Buffer as raw bytes (a bare Uint8Array would be stringified); this is a view, not a copy.
+    const bytes = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
+    return this.#fenced(COMPLETE, id, [token, bytes, String(retentionMs)]);
+  }
+
+  async release(id: string, token: string): Promise<FencedResult> {
+    assertId(id);
+    assertToken(token);
+    return this.#fenced(RELEASE, id, [token]);
+  }
+
+  async extend(id: string, token: string, leaseMs: number): Promise<FencedResult> {
+    assertId(id);
+    assertToken(token);
+    assertDuration('leaseMs', leaseMs);
+    return this.#fenced(EXTEND, id, [token, String(leaseMs)]);
+  }
+
+  async get(id: string): Promise<IdempotencyRecord | undefined> {
+    assertId(id);
+    const reply = (await this.#run(GET, id, [])) as Reply[] | null;
+    return reply === null ? undefined : toRecord(id, reply);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    assertId(id);
+    const key = this.#key(id);
+    return (await this.#guard('delete', () => this.#runner.del(key))) > 0;
+  }
+
+  /**
+   * Always 0: every record carries its own Redis expiry (PEXPIREAT at lease or retention
+   * end), so Redis removes lapsed records by itself and there is nothing left to purge.
+   */
+  async purgeExpired(options?: PurgeOptions): Promise<number> {
+    purgeLimit(options?.limit);
+    return 0;
+  }
+
+  /** Does nothing: the client belongs to the caller, who closes it (`quit()` / `close()`). */
+  async close(): Promise<void> {}
+
+  #key(id: string): string {
+    return `${this.#prefix}:{${id}}`;
+  }
+
+  async #fenced(script: Script, id: string, args: ScriptArg[]): Promise<FencedResult> {
+    return Number(await this.#run(script, id, args)) === 1 ? 'ok' : 'lost';
+  }
+
+  #run(script: Script, id: string, args: ScriptArg[]): Promise<unknown> {
+    const key = this.#key(id);
+    return this.#guard(script.name, () => this.#runner.run(script, key, args));
+  }
+
+  /** Bounds the call by `timeoutMs` and turns every client or server error into StoreUnavailableError. */
+  #guard<T>(operation: string, work: () => Promise<T>): Promise<T> {
+    const attempt = (async () => {
+      try {
+        return await work();
+      } catch (error) {
+        if (error instanceof OncelyError) throw error;
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new StoreUnavailableError(`Redis ${operation} failed: ${reason}`, { cause: error });
+      }
+    })();
+    return withTimeout(attempt, this.#timeoutMs, 'Redis');
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * The embedded default store: one SQLite file shared by the processes of one machine.
+ *
+ * Every transition is one statement or one `BEGIN IMMEDIATE` transaction, so processes that
+ * share the file take turns on SQLite's write lock (waiting up to the busy timeout), and every
+ * expiry decision reads SQLite's clock in the same statement or transaction that acts on it.
+ */
+import Database from 'better-sqlite3';
+import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
+import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit } from '../../core/store-kit.js';
+import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, IdempotencyStore, PurgeOptions, RecordMeta } from '../../core/types.js';
+import { schemaSql, statementsSql } from './sql.js';
+
+interface CommonOptions {
+  /**
+   * Table that holds the records: a plain identifier (letters, digits, `_`). Created with its
+   * `expires_at` index on construction if missing, so no migration step is needed.
+   * Default `'oncely_records'`.
+   */
+  table?: string;
+  /**
+   * How long a statement waits for another connection's lock before it fails with
+   * `StoreUnavailableError`. Default 5000 when the store opens the file. With `database`, the
+   * connection keeps its own setting (better-sqlite3's `timeout`, 5000 unless you chose one)
+   * unless this option is given, in which case it is applied to that connection.
+   */
+  busyTimeoutMs?: number;
+}
+
+/** Either a file the store opens and owns, or your own better-sqlite3 connection. */
+export type SqliteStoreOptions =
+  | (CommonOptions & {
+      /**
+       * Database file (created if missing) or `':memory:'`. The store opens it, puts the file
+       * in WAL mode with `synchronous = NORMAL` (a power loss, not a process crash, can roll
+       * back the last outcomes), and closes it in `close()`.
+       */
+      path: string;
+      database?: never;
+    })
+  | (CommonOptions & {
+      /**
+       * Your better-sqlite3 connection. It stays yours: `close()` leaves it open, and the
+       * store does not change its journal mode, a persistent property of the file that its
+       * owner decides. Correct in any mode; WAL (`db.pragma('journal_mode = WAL')`) lets
+       * readers in while another process writes.
+       */
+      database: Database.Database;
+      path?: never;
+    });
+
+type RecordColumns = { fingerprint: string; created_at: number; expires_at: number; namespace: string | null; scope: string | null; key: string | null };
+/** A stored row; the table's CHECK ties `outcome` to `state`. */
+type RecordRow = RecordColumns & ({ state: 'in_progress'; outcome: null } | { state: 'completed'; outcome: Buffer });
+type Held = { id: string; token: string };
+type ClaimRow = { now: number } & (RecordRow | { state: null });
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+/**
+ * Primary result codes that mean the database cannot serve the request now: locked by another
+ * connection, I/O or disk failure, unreadable file. Other codes (a constraint, a missing
+ * column) mean a bug or a tampered schema and are rethrown as they are.
+ */
+const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|IOERR|CANTOPEN|FULL|READONLY|CORRUPT|NOTADB|NOMEM|PROTOCOL|PERM)(_|$)/;
+
+function translate(error: unknown, operation: string): unknown {
+  // Matched by `code`, not `instanceof`: the user's connection may come from another copy of
+  // better-sqlite3 than the one this module loads.
+  const code = error instanceof Error ? (error as { code?: unknown }).code : undefined;
+  if (typeof code !== 'string' || !UNAVAILABLE.test(code)) return error;
+  return new StoreUnavailableError(`SQLite ${operation} failed: ${(error as Error).message} (${code})`, { cause: error });
+}
+
+function openFile(path: string, busyTimeoutMs: number): Database.Database {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(path, { timeout: busyTimeoutMs });
+    // WAL lets readers in while one process writes; NORMAL is durable across process crashes
+    // in WAL mode and saves an fsync per commit. (':memory:' answers 'memory' and stays so.)
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    return db;
+  } catch (error) {
+    db?.close();
+    throw translate(error, `open ${JSON.stringify(path)}`);
+  }
+}
+
+function toRecord(id: string, row: RecordRow): IdempotencyRecord {
+  const meta: RecordMeta = {};
+  if (row.namespace !== null) meta.namespace = row.namespace;
+  if (row.scope !== null) meta.scope = row.scope;
+  if (row.key !== null) meta.key = row.key;
+  const base = { id, fingerprint: row.fingerprint, createdAt: row.created_at, expiresAt: row.expires_at, ...(Object.keys(meta).length > 0 ? { meta } : {}) };
+  return row.state === 'completed' ? { ...base, state: 'completed', outcome: row.outcome } : { ...base, state: 'in_progress' };
+}
+
+/**
+ * Idempotency records in a SQLite file (better-sqlite3), safe for several processes on one
+ * machine. Time is SQLite's clock, never `Date.now()`.
+ *
+ * @example
+ * ```ts
+ * import { SqliteStore } from 'oncely/sqlite';
+ * const store = new SqliteStore({ path: './oncely.db' });
+ * // or, on your own connection: new SqliteStore({ database: db, table: 'idempotency' })
+ * ```
+ */
+export class SqliteStore implements IdempotencyStore {
+  private readonly db: Database.Database;
+  private readonly ownsDatabase: boolean;
+  private readonly statements;
+  private readonly claimTransaction;
+
+  constructor(options: SqliteStoreOptions) {
+    const table = options.table ?? 'oncely_records';
+    if (!IDENTIFIER.test(table) || /^sqlite_/i.test(table)) {
+      throw new InvalidOptionError(`table must be a plain SQL identifier (letters, digits, _; not sqlite_*), got ${JSON.stringify(table)}`);
+    }
+    if (options.busyTimeoutMs !== undefined) assertDuration('busyTimeoutMs', options.busyTimeoutMs);
+    if ((options.path === undefined) === (options.database === undefined)) {
+      throw new InvalidOptionError('SqliteStore needs exactly one of `path` or `database`');
+    }
+    this.ownsDatabase = options.path !== undefined;
+    this.db = options.path !== undefined ? openFile(options.path, options.busyTimeoutMs ?? 5_000) : options.database;
+    try {
+      if (!this.ownsDatabase && options.busyTimeoutMs !== undefined) this.db.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
+      this.db.exec(schemaSql(table));
+      this.statements = this.prepare(table);
+    } catch (error) {
+      if (this.ownsDatabase) this.db.close();
+      throw translate(error, 'setup');
+    }
+    const { readForClaim, takeOver } = this.statements;
+    this.claimTransaction = this.db.transaction((request: ClaimRequest, token: string): Claim => {
+      const row = readForClaim.get(request.id)!; // one row always: the clock LEFT JOIN the record
+      if (row.state !== null) {
+        const answer = answerFromExisting(toRecord(request.id, row), request.fingerprint, row.now);
+        if (answer) return answer;
+      }
+      const { namespace = null, scope = null, key = null } = request.meta ?? {};
+      takeOver.run({ id: request.id, fingerprint: request.fingerprint, token, now: row.now, leaseMs: request.leaseMs, namespace, scope, key });
+      return { status: 'acquired', token, expiresAt: row.now + request.leaseMs };
+    });
+  }
+
+  private prepare(table: string) {
+    const sql = statementsSql(table);
+    return {
+      // safeIntegers(false): epoch ms fit a double, and the user's connection may default to BigInt.
+      readForClaim: this.db.prepare<[string], ClaimRow>(sql.readForClaim).safeIntegers(false),
+      takeOver: this.db.prepare<[{ id: string; fingerprint: string; token: string; now: number; leaseMs: number; namespace: string | null; scope: string | null; key: string | null }]>(sql.takeOver),
+      complete: this.db.prepare<[Held & { outcome: Uint8Array; retentionMs: number }]>(sql.complete),
+      extend: this.db.prepare<[Held & { leaseMs: number }]>(sql.extend),
+      release: this.db.prepare<[Held]>(sql.release),
+      get: this.db.prepare<[string], RecordRow>(sql.get).safeIntegers(false),
+      delete: this.db.prepare<[string]>(sql.delete),
+      purge: this.db.prepare<[number]>(sql.purge),
+    };
+  }
+
+  /** Runs synchronous driver work; callers are async, so whatever it throws rejects. */
+  private run<T>(operation: string, work: () => T): T {
+    if (!this.db.open) throw new StoreUnavailableError(`SQLite ${operation} failed: the database connection is closed`);
+    try {
+      return work();
+    } catch (error) {
+      throw translate(error, operation);
+    }
+  }
+
+  async claim(request: ClaimRequest): Promise<Claim> {
+    assertId(request.id);
+    assertDuration('leaseMs', request.leaseMs);
+    // IMMEDIATE takes the write lock before the read, so no other process can claim in between.
+    return this.run('claim', () => this.claimTransaction.immediate(request, newToken()));
+  }
+
+  async complete(id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult> {
+    assertId(id);
+    assertDuration('retentionMs', retentionMs);
+    // Fenced by token only: a holder whose lease lapsed without a takeover still holds it.
+    const { changes } = this.run('complete', () => this.statements.complete.run({ id, token, outcome, retentionMs }));
+    return changes === 1 ? 'ok' : 'lost';
+  }
+
+  async release(id: string, token: string): Promise<FencedResult> {
+    assertId(id);
+    const { changes } = this.run('release', () => this.statements.release.run({ id, token }));
+    return changes === 1 ? 'ok' : 'lost';
+  }
+
+  async extend(id: string, token: string, leaseMs: number): Promise<FencedResult> {
+    assertId(id);
+    assertDuration('leaseMs', leaseMs);
+    const { changes } = this.run('extend', () => this.statements.extend.run({ id, token, leaseMs }));
+    return changes === 1 ? 'ok' : 'lost';
+  }
+
+  async get(id: string): Promise<IdempotencyRecord | undefined> {
+    assertId(id);
+    const row = this.run('get', () => this.statements.get.get(id));
+    return row && toRecord(id, row);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    assertId(id);
+    return this.run('delete', () => this.statements.delete.run(id)).changes > 0;
+  }
+
+  async purgeExpired(options?: PurgeOptions): Promise<number> {
+    const limit = purgeLimit(options?.limit);
+    return this.run('purgeExpired', () => this.statements.purge.run(limit)).changes;
+  }
+
+  /** Closes the database if the store opened it (`path`); a `database` you passed stays open. */
+  async close(): Promise<void> {
+    if (this.ownsDatabase) this.db.close();
+  }
+}
