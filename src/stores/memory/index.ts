@@ -7,6 +7,7 @@
 import { StoreUnavailableError } from '../../core/errors.js';
 import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit } from '../../core/store-kit.js';
 import type { Claim, ClaimRequest, CompletedRecord, FencedResult, IdempotencyRecord, IdempotencyStore, InProgressRecord, PurgeOptions } from '../../core/types.js';
+import { RecencyList, type RecencyNode } from './recency-list.js';
 
 export interface MemoryStoreOptions {
   /** Most records kept (in progress + completed). Default 100 000. */
@@ -25,13 +26,20 @@ interface HeldRecord {
   token: string;
 }
 
+interface CompletedEntry extends RecencyNode {
+  record: CompletedRecord;
+}
+
 const monotonicNow = (): number => performance.timeOrigin + performance.now();
 
 export class MemoryStore implements IdempotencyStore {
-  // Map iteration order is insertion order; re-inserting on use makes the head the least
-  // recently used (completed) or the soonest to lapse (in progress, since leases are re-set).
+  // Map iteration order is insertion order. In progress: re-inserted on extend, so the head
+  // lapses first (this map only holds running work, so the churn stays small). Completed: never
+  // re-inserted, so the head completed first and, with a uniform retention, lapses first;
+  // recency for eviction lives in a separate linked list.
   private readonly inProgress = new Map<string, HeldRecord>();
-  private readonly completed = new Map<string, CompletedRecord>();
+  private readonly completed = new Map<string, CompletedEntry>();
+  private readonly recency = new RecencyList<CompletedEntry>();
   private readonly maxRecords: number;
   private readonly now: () => number;
   private readonly sweepTimer: NodeJS.Timeout | undefined;
@@ -61,10 +69,17 @@ export class MemoryStore implements IdempotencyStore {
     }
     const done = this.completed.get(id);
     if (!done) return undefined;
+    if (done.record.expiresAt <= now) {
+      this.removeCompleted(id, done);
+      return undefined;
+    }
+    this.recency.touch(done);
+    return done.record;
+  }
+
+  private removeCompleted(id: string, entry: CompletedEntry): void {
     this.completed.delete(id);
-    if (done.expiresAt <= now) return undefined;
-    this.completed.set(id, done); // most recently used
-    return done;
+    this.recency.remove(entry);
   }
 
   async claim(request: ClaimRequest): Promise<Claim> {
@@ -92,11 +107,11 @@ export class MemoryStore implements IdempotencyStore {
 
   private makeRoom(): void {
     while (this.size >= this.maxRecords) {
-      const oldest = this.completed.keys().next();
-      if (oldest.done) {
+      const leastRecent = this.recency.leastRecent;
+      if (!leastRecent) {
         throw new StoreUnavailableError(`MemoryStore is full: ${this.inProgress.size} records are in progress (maxRecords ${this.maxRecords})`);
       }
-      this.completed.delete(oldest.value);
+      this.removeCompleted(leastRecent.record.id, leastRecent);
     }
   }
 
@@ -114,7 +129,9 @@ export class MemoryStore implements IdempotencyStore {
     const now = this.now();
     const { state: _state, expiresAt: _leaseEnd, ...rest } = held.record;
     // A private copy: the caller may reuse its buffer.
-    this.completed.set(id, { ...rest, state: 'completed', expiresAt: now + retentionMs, outcome: Uint8Array.from(outcome) });
+    const entry: CompletedEntry = { record: { ...rest, state: 'completed', expiresAt: now + retentionMs, outcome: Uint8Array.from(outcome) }, older: undefined, newer: undefined };
+    this.completed.set(id, entry);
+    this.recency.push(entry);
     return 'ok';
   }
 
@@ -143,8 +160,9 @@ export class MemoryStore implements IdempotencyStore {
 
   async delete(id: string): Promise<boolean> {
     assertId(id);
-    const removed = this.inProgress.delete(id);
-    return this.completed.delete(id) || removed;
+    const entry = this.completed.get(id);
+    if (entry) this.removeCompleted(id, entry);
+    return this.inProgress.delete(id) || entry !== undefined;
   }
 
   async purgeExpired(options?: PurgeOptions): Promise<number> {
@@ -157,9 +175,9 @@ export class MemoryStore implements IdempotencyStore {
       this.inProgress.delete(id);
       removed++;
     }
-    for (const [id, record] of this.completed) {
-      if (removed >= limit || record.expiresAt > now) break;
-      this.completed.delete(id);
+    for (const [id, entry] of this.completed) {
+      if (removed >= limit || entry.record.expiresAt > now) break;
+      this.removeCompleted(id, entry);
       removed++;
     }
     return removed;

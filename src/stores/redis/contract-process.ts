@@ -17,12 +17,15 @@ export interface TestClient {
   close(): Promise<void>;
 }
 
+/** An ioredis client as users have it: default offline queue and reconnect retries. */
+function ioredisClient(url: string): TestClient {
+  const client = new Redis(url);
+  client.on('error', () => undefined);
+  return { client, close: async () => client.disconnect() };
+}
+
 export async function connectClient(kind: ClientKind, url = REDIS_URL): Promise<TestClient> {
-  if (kind === 'ioredis') {
-    const client = new Redis(url);
-    client.on('error', () => undefined);
-    return { client, close: async () => client.disconnect() };
-  }
+  if (kind === 'ioredis') return ioredisClient(url);
   const client = createClient({ url });
   client.on('error', () => undefined);
   await client.connect();
@@ -35,11 +38,7 @@ export async function connectClient(kind: ClientKind, url = REDIS_URL): Promise<
  */
 export function unreachableClient(kind: ClientKind): TestClient {
   const url = 'redis://127.0.0.1:1';
-  if (kind === 'ioredis') {
-    const client = new Redis(url);
-    client.on('error', () => undefined);
-    return { client, close: async () => client.disconnect() };
-  }
+  if (kind === 'ioredis') return ioredisClient(url);
   const client = createClient({ url });
   client.on('error', () => undefined);
   return { client, close: async () => undefined };
