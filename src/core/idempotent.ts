@@ -3,10 +3,10 @@
  * call (same key) gets the first call's stored result instead of running `fn` again.
  */
 import { canonicalJson, fromJsonSafe, toJsonSafe, type Json } from './codec.js';
-import { InProgressError, InvalidOptionError, KeyReuseError, LeaseLostError, StoredFailureError } from './errors.js';
+import { claimOrWait, type Execution } from './engine.js';
+import { InProgressError, InvalidOptionError, KeyReuseError, StoredFailureError } from './errors.js';
 import { runInExecutionContext } from './execution-context.js';
 import { identityId, sha256Hex } from './identity.js';
-import { signalSettled, waitForSettle } from './local-signals.js';
 import { assertDuration } from './store-kit.js';
 import type { IdempotencyStore } from './types.js';
 
@@ -44,9 +44,6 @@ export interface IdempotentOptions<A extends unknown[]> {
 
 type Outcome = { ok: true; value: Json } | { ok: false; error: { name: string; message: string } };
 
-const POLL_START_MS = 25;
-const POLL_MAX_MS = 500;
-
 function encodeOutcome(outcome: Outcome): Uint8Array {
   return Buffer.from(JSON.stringify(outcome), 'utf8');
 }
@@ -59,33 +56,6 @@ function decodeOutcome(bytes: Uint8Array): unknown {
 
 function describeError(error: unknown): { name: string; message: string } {
   return error instanceof Error ? { name: error.name, message: error.message } : { name: 'Error', message: String(error) };
-}
-
-/**
- * Extends the lease every `leaseMs / 3` until stopped. Aborts `controller` with a
- * `LeaseLostError` when the store says the claim is gone, or when no extension succeeded for a
- * whole lease (an unreachable store is retried on the next beat until then).
- */
-function startHeartbeat(store: IdempotencyStore, id: string, token: string, leaseMs: number, controller: AbortController): () => void {
-  let stopped = false;
-  let extending = false;
-  let lastExtended = Date.now();
-  const loseClaim = () => {
-    if (!stopped) controller.abort(new LeaseLostError());
-  };
-  const timer = setInterval(() => {
-    if (extending) return;
-    extending = true;
-    store
-      .extend(id, token, leaseMs)
-      .then((result) => (result === 'ok' ? (lastExtended = Date.now()) : loseClaim()))
-      .catch(() => (Date.now() - lastExtended >= leaseMs ? loseClaim() : undefined))
-      .finally(() => (extending = false));
-  }, Math.max(1, Math.floor(leaseMs / 3)));
-  return () => {
-    stopped = true;
-    clearInterval(timer);
-  };
 }
 
 /**
@@ -109,32 +79,29 @@ export function idempotent<A extends unknown[], R>(fn: (...args: A) => R | Promi
   assertDuration('retentionMs', retentionMs);
   const onInProgress = options.onInProgress ?? 'throw';
   if (onInProgress !== 'throw') assertDuration('onInProgress.waitMs', onInProgress.waitMs);
+  const waitMs = onInProgress === 'throw' ? 0 : onInProgress.waitMs;
   const heartbeat = options.heartbeat ?? true;
   const onError = options.onError ?? 'release';
 
-  async function execute(id: string, token: string, context: { scope: string; key: string }, args: A): Promise<Awaited<R>> {
-    const controller = new AbortController();
-    const stopHeartbeat = heartbeat ? startHeartbeat(store, id, token, leaseMs, controller) : () => undefined;
+  async function execute(execution: Execution, context: { scope: string; key: string }, args: A): Promise<Awaited<R>> {
+    const { signal, downstreamKey } = execution;
     let value: Awaited<R>;
     try {
-      value = await runInExecutionContext({ signal: controller.signal, downstreamKey: id, namespace, ...context }, () => fn(...args));
+      value = await runInExecutionContext({ signal, downstreamKey, namespace, ...context }, () => fn(...args));
     } catch (error) {
-      stopHeartbeat();
-      if (controller.signal.aborted) throw error; // the claim is someone else's now: write nothing
-      if (onError === 'store') await store.complete(id, token, encodeOutcome({ ok: false, error: describeError(error) }), retentionMs);
-      else await store.release(id, token).catch(() => undefined);
+      // The caller learns of fn's error, not of a failure to store it (the claim then lapses).
+      if (onError === 'store' && !signal.aborted) await execution.complete(encodeOutcome({ ok: false, error: describeError(error) })).catch(() => undefined);
+      else await execution.release();
       throw error;
     }
-    stopHeartbeat();
-    if (controller.signal.aborted) throw controller.signal.reason;
     let outcome: Uint8Array;
     try {
       outcome = encodeOutcome({ ok: true, value: toJsonSafe(value) });
     } catch (error) {
-      await store.release(id, token).catch(() => undefined);
+      await execution.release();
       throw error;
     }
-    if ((await store.complete(id, token, outcome, retentionMs)) === 'lost') throw new LeaseLostError();
+    await execution.complete(outcome);
     return value;
   }
 
@@ -143,28 +110,16 @@ export function idempotent<A extends unknown[], R>(fn: (...args: A) => R | Promi
     const scope = scopeOf ? scopeOf(...args) : '';
     const id = identityId(namespace, scope, key);
     const fingerprint = fingerprintOf ? fingerprintOf(...args) : sha256Hex(canonicalJson(args));
-    const deadline = onInProgress === 'throw' ? 0 : Date.now() + onInProgress.waitMs;
-    let pollMs = POLL_START_MS;
-    for (;;) {
-      const claim = await store.claim({ id, fingerprint, leaseMs, meta: { namespace, scope, key } });
-      switch (claim.status) {
-        case 'acquired':
-          try {
-            return await execute(id, claim.token, { scope, key }, args);
-          } finally {
-            signalSettled(store, id);
-          }
-        case 'completed':
-          return decodeOutcome(claim.record.outcome) as Awaited<R>;
-        case 'mismatch':
-          throw new KeyReuseError(claim.record);
-        case 'in_progress': {
-          const remaining = deadline - Date.now();
-          if (remaining <= 0) throw new InProgressError(claim.record, Math.min(1000, leaseMs));
-          await waitForSettle(store, id, Math.min(pollMs, remaining));
-          pollMs = Math.min(pollMs * 2, POLL_MAX_MS);
-        }
-      }
+    const claim = await claimOrWait({ store, id, fingerprint, meta: { namespace, scope, key }, leaseMs, retentionMs, heartbeat, waitMs });
+    switch (claim.status) {
+      case 'acquired':
+        return execute(claim.execution, { scope, key }, args);
+      case 'completed':
+        return decodeOutcome(claim.record.outcome) as Awaited<R>;
+      case 'mismatch':
+        throw new KeyReuseError(claim.record);
+      case 'in_progress':
+        throw new InProgressError(claim.record, Math.min(1000, leaseMs));
     }
   };
 }

@@ -1,0 +1,128 @@
+/**
+ * The one place that drives the record state machine for every surface (`idempotent()`
+ * today; HTTP, queues and workflows on top of it): claim, or wait for a running execution to
+ * settle; hold the claim with heartbeats while the work runs; then complete or release it,
+ * fenced by the token.
+ */
+import { LeaseLostError } from './errors.js';
+import { signalSettled, waitForSettle } from './local-signals.js';
+import type { CompletedRecord, IdempotencyRecord, IdempotencyStore, InProgressRecord, RecordMeta } from './types.js';
+
+export interface ClaimOptions {
+  store: IdempotencyStore;
+  /** `identityId(namespace, scope, key)`. */
+  id: string;
+  fingerprint: string;
+  meta?: RecordMeta;
+  leaseMs: number;
+  retentionMs: number;
+  /** Extend the lease every `leaseMs / 3` while the work runs. */
+  heartbeat: boolean;
+  /** How long to wait for an in-progress execution to settle before answering `in_progress`; 0 answers at once. */
+  waitMs: number;
+}
+
+export type ClaimOutcome =
+  | { status: 'acquired'; execution: Execution }
+  | { status: 'completed'; record: CompletedRecord }
+  | { status: 'in_progress'; record: InProgressRecord }
+  | { status: 'mismatch'; record: IdempotencyRecord };
+
+// Waiting polls the store with a doubling interval (a waiter in this process is woken at once
+// instead); between processes the poll is what finds the outcome.
+const POLL_START_MS = 25;
+const POLL_MAX_MS = 500;
+
+/**
+ * Claims `options.id`. While another execution holds it and `waitMs` allows, waits for it to
+ * complete (then answers `completed`) or give up (then claims it for this caller).
+ */
+export async function claimOrWait(options: ClaimOptions): Promise<ClaimOutcome> {
+  const { store, id, fingerprint, meta, leaseMs } = options;
+  const deadline = Date.now() + options.waitMs;
+  let pollMs = POLL_START_MS;
+  for (;;) {
+    const claim = await store.claim({ id, fingerprint, leaseMs, ...(meta ? { meta } : {}) });
+    if (claim.status === 'acquired') return { status: 'acquired', execution: new Execution(options, claim.token) };
+    if (claim.status !== 'in_progress') return claim;
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) return claim;
+    await waitForSettle(store, id, Math.min(pollMs, remaining));
+    pollMs = Math.min(pollMs * 2, POLL_MAX_MS);
+  }
+}
+
+/** A held claim: the work runs while this holds the lease; it ends in `complete` or `release`. */
+export class Execution {
+  readonly #options: ClaimOptions;
+  readonly #token: string;
+  readonly #controller = new AbortController();
+  readonly #stopHeartbeat: () => void;
+  #ended = false;
+
+  constructor(options: ClaimOptions, token: string) {
+    this.#options = options;
+    this.#token = token;
+    this.#stopHeartbeat = options.heartbeat ? this.#startHeartbeat() : () => undefined;
+  }
+
+  /** Aborts (with a `LeaseLostError`) when the claim is lost; the work should stop and write nothing. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Stable per identity: what the work passes on as the next system's idempotency key. */
+  get downstreamKey(): string {
+    return this.#options.id;
+  }
+
+  /** Stores `outcome` for every duplicate. Throws `LeaseLostError` when the claim was lost. */
+  async complete(outcome: Uint8Array): Promise<void> {
+    this.#end();
+    try {
+      if (this.signal.aborted) throw this.signal.reason;
+      const { store, id, retentionMs } = this.#options;
+      if ((await store.complete(id, this.#token, outcome, retentionMs)) === 'lost') throw new LeaseLostError();
+    } finally {
+      signalSettled(this.#options.store, this.#options.id);
+    }
+  }
+
+  /** Gives the claim up so that a retry runs the work again. Best effort: a failure only delays that until the lease lapses. */
+  async release(): Promise<void> {
+    this.#end();
+    const { store, id } = this.#options;
+    await store.release(id, this.#token).catch(() => undefined);
+    signalSettled(store, id);
+  }
+
+  #end(): void {
+    if (this.#ended) throw new Error('this execution already ended');
+    this.#ended = true;
+    this.#stopHeartbeat();
+  }
+
+  /**
+   * Extends the lease every `leaseMs / 3`. Aborts the signal when the store says the claim is
+   * gone, or when no extension succeeded for a whole lease (an unreachable store is retried
+   * on the next beat until then, since its lease may still hold).
+   */
+  #startHeartbeat(): () => void {
+    const { store, id, leaseMs } = this.#options;
+    let extending = false;
+    let lastExtended = Date.now();
+    const lose = () => {
+      if (!this.#ended) this.#controller.abort(new LeaseLostError());
+    };
+    const timer = setInterval(() => {
+      if (extending) return;
+      extending = true;
+      store
+        .extend(id, this.#token, leaseMs)
+        .then((result) => (result === 'ok' ? (lastExtended = Date.now()) : lose()))
+        .catch(() => (Date.now() - lastExtended >= leaseMs ? lose() : undefined))
+        .finally(() => (extending = false));
+    }, Math.max(1, Math.floor(leaseMs / 3)));
+    return () => clearInterval(timer);
+  }
+}
