@@ -6,6 +6,8 @@ export default defineConfig({
     sqlite: 'src/stores/sqlite/index.ts',
     postgres: 'src/stores/postgres/index.ts',
     redis: 'src/stores/redis/index.ts',
+    fetch: 'src/http/fetch/index.ts',
+    hono: 'src/http/hono/index.ts',
     testing: 'src/testing/index.ts',
   },
   format: ['esm', 'cjs'],
@@ -16,5 +18,5 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   // Peer dependencies stay external: a user of oncely/redis never loads pg.
-  external: ['pg', 'better-sqlite3', 'redis', 'ioredis', 'fast-check'],
+  external: ['pg', 'better-sqlite3', 'redis', 'ioredis', 'hono'],
 });

@@ -15,9 +15,11 @@ const SUBPATHS: Record<string, string[]> = {
   'oncely/sqlite': ['SqliteStore'],
   'oncely/postgres': ['PostgresStore', 'postgresMigrationSql'],
   'oncely/redis': ['RedisStore'],
+  'oncely/fetch': ['withIdempotency'],
+  'oncely/hono': ['idempotency'],
   'oncely/testing': ['storeContract', 'randomId'],
 };
-const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3'];
+const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono'];
 
 /** Drivers a fresh CommonJS process has loaded after requiring `subpath`. */
 function driversLoadedBy(subpath: string): string[] {
@@ -44,6 +46,8 @@ describe('package', { skip: existsSync('dist/index.js') ? false : 'dist/ is miss
     assert.deepEqual(driversLoadedBy('oncely/postgres'), []);
     assert.deepEqual(driversLoadedBy('oncely/redis'), []);
     assert.deepEqual(driversLoadedBy('oncely/sqlite'), ['better-sqlite3']);
+    assert.deepEqual(driversLoadedBy('oncely/fetch'), []);
+    assert.deepEqual(driversLoadedBy('oncely/hono'), [], 'the Hono adapter only needs Hono types');
   });
 
   it('type-checks a consumer from ESM and CJS against the built declarations', () => {

@@ -25,6 +25,6 @@ export function runInExecutionContext<T>(context: ExecutionContext, work: () => 
 /** The context of the idempotent execution this code runs in; throws outside of one. */
 export function executionContext(): ExecutionContext {
   const context = storage.getStore();
-  if (!context) throw new OncelyError('NO_EXECUTION_CONTEXT', 'executionContext() was called outside a function wrapped by idempotent()');
+  if (!context) throw new OncelyError('NO_EXECUTION_CONTEXT', 'executionContext() was called outside an idempotent execution (a function wrapped by idempotent(), or a protected HTTP handler)');
   return context;
 }

@@ -162,7 +162,7 @@ describe('idempotent()', () => {
     assert.equal(keys[0], keys[1]);
     assert.notEqual(keys[0], keys[2]);
     assert.match(keys[0]!, /^[0-9a-f]{64}$/);
-    assert.throws(() => executionContext(), /outside a function wrapped by idempotent/);
+    assert.throws(() => executionContext(), /outside an idempotent execution/);
   });
 
   it('keeps scopes apart: the same key for two callers runs twice', async () => {
