@@ -28,10 +28,12 @@ export type ClaimOutcome =
   | { status: 'in_progress'; record: InProgressRecord }
   | { status: 'mismatch'; record: IdempotencyRecord };
 
-// Waiting polls the store with a doubling interval (a waiter in this process is woken at once
-// instead); between processes the poll is what finds the outcome.
+// A waiter in this process is woken at once (local signal). Across processes the store pushes
+// a wake-up where it can (`waitForSettle`), and then a slow poll only catches what no event
+// announces: a crashed holder's lease lapsing. Without push, the poll backs off from 25 ms.
 const POLL_START_MS = 25;
 const POLL_MAX_MS = 500;
+const PUSHED_POLL_MS = 1_000;
 
 /**
  * Claims `options.id`. While another execution holds it and `waitMs` allows, waits for it to
@@ -47,8 +49,15 @@ export async function claimOrWait(options: ClaimOptions): Promise<ClaimOutcome> 
     if (claim.status !== 'in_progress') return claim;
     const remaining = deadline - Date.now();
     if (remaining <= 0) return claim;
-    await waitForSettle(store, id, Math.min(pollMs, remaining));
-    pollMs = Math.min(pollMs * 2, POLL_MAX_MS);
+    if (store.waitForSettle) {
+      const waitMs = Math.min(PUSHED_POLL_MS, remaining);
+      const local = waitForSettle(store, id, waitMs);
+      // A failing subscription must not turn waiting into a busy loop: then only the local wake-up or the timeout ends it.
+      await Promise.race([local, store.waitForSettle(id, waitMs).catch(() => local)]);
+    } else {
+      await waitForSettle(store, id, Math.min(pollMs, remaining));
+      pollMs = Math.min(pollMs * 2, POLL_MAX_MS);
+    }
   }
 }
 

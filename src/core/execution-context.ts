@@ -22,6 +22,14 @@ export function runInExecutionContext<T>(context: ExecutionContext, work: () => 
   return storage.run(context, work);
 }
 
+/**
+ * Makes `context` current for the rest of this asynchronous flow, for frameworks whose hooks
+ * and handler do not nest in one call (Fastify's preHandler, then the handler).
+ */
+export function enterExecutionContext(context: ExecutionContext): void {
+  storage.enterWith(context);
+}
+
 /** The context of the idempotent execution this code runs in; throws outside of one. */
 export function executionContext(): ExecutionContext {
   const context = storage.getStore();

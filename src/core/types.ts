@@ -98,6 +98,13 @@ export interface IdempotencyStore {
   delete(id: string): Promise<boolean>;
   /** Remove lapsed records, at most `limit` per call. Returns how many were removed. */
   purgeExpired(options?: PurgeOptions): Promise<number>;
+  /**
+   * Optional: resolves when record `id` may have settled (completed, released or deleted),
+   * pushed by the store where it can (PostgreSQL LISTEN/NOTIFY, Redis pub/sub), or after
+   * `timeoutMs`, whichever comes first. Waiters claim again when it resolves, so an early or
+   * spurious wake-up is harmless. Without it, waiters poll with a backoff.
+   */
+  waitForSettle?(id: string, timeoutMs: number): Promise<void>;
   /** Release what the store itself opened. A client passed in by the user stays open. */
   close(): Promise<void>;
 }
