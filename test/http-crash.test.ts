@@ -34,8 +34,8 @@ after(async () => {
   rmSync(directory, { recursive: true, force: true });
 });
 
-const targets = [
-  { name: 'sqlite', skip: false as const, env: { ONCELY_WORKER_SQLITE: join(directory, 'records.db') } },
+const targets: { name: string; skip: string | false; env: Record<string, string> }[] = [
+  { name: 'sqlite', skip: false, env: { ONCELY_WORKER_SQLITE: join(directory, 'records.db') } },
   { name: 'postgres', skip: postgresSkip ?? false, env: { ONCELY_WORKER_POSTGRES: POSTGRES_URL, ONCELY_WORKER_TABLE: table } },
   { name: 'redis', skip: redisSkip ?? false, env: { ONCELY_WORKER_REDIS: REDIS_URL, ONCELY_WORKER_PREFIX: `oncely-http-crash-${randomUUID()}` } },
 ];
