@@ -6,6 +6,8 @@ export default defineConfig({
     sqlite: 'src/stores/sqlite/index.ts',
     postgres: 'src/stores/postgres/index.ts',
     redis: 'src/stores/redis/index.ts',
+    express: 'src/http/express/index.ts',
+    fastify: 'src/http/fastify/index.ts',
     fetch: 'src/http/fetch/index.ts',
     hono: 'src/http/hono/index.ts',
     testing: 'src/testing/index.ts',
@@ -18,5 +20,5 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   // Peer dependencies stay external: a user of oncely/redis never loads pg.
-  external: ['pg', 'better-sqlite3', 'redis', 'ioredis', 'hono'],
+  external: ['pg', 'better-sqlite3', 'redis', 'ioredis', 'hono', 'express', 'fastify'],
 });

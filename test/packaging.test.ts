@@ -15,11 +15,13 @@ const SUBPATHS: Record<string, string[]> = {
   'oncely/sqlite': ['SqliteStore'],
   'oncely/postgres': ['PostgresStore', 'postgresMigrationSql'],
   'oncely/redis': ['RedisStore'],
+  'oncely/express': ['idempotency', 'idempotencyErrors'],
+  'oncely/fastify': ['oncely', 'default'],
   'oncely/fetch': ['withIdempotency'],
   'oncely/hono': ['idempotency'],
-  'oncely/testing': ['storeContract', 'randomId'],
+  'oncely/testing': ['storeContract', 'randomId', 'httpConformance', 'conformanceHandler'],
 };
-const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono'];
+const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono', 'express', 'fastify'];
 
 /** Drivers a fresh CommonJS process has loaded after requiring `subpath`. */
 function driversLoadedBy(subpath: string): string[] {
@@ -47,6 +49,8 @@ describe('package', { skip: existsSync('dist/index.js') ? false : 'dist/ is miss
     assert.deepEqual(driversLoadedBy('oncely/redis'), []);
     assert.deepEqual(driversLoadedBy('oncely/sqlite'), ['better-sqlite3']);
     assert.deepEqual(driversLoadedBy('oncely/fetch'), []);
+    assert.deepEqual(driversLoadedBy('oncely/express'), [], 'adapters load no framework: the app passes its own');
+    assert.deepEqual(driversLoadedBy('oncely/fastify'), []);
     assert.deepEqual(driversLoadedBy('oncely/hono'), [], 'the Hono adapter only needs Hono types');
   });
 

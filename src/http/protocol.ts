@@ -80,8 +80,13 @@ export interface HttpExecution {
    * Never throws; store failures reach the observer (the response must be sent regardless).
    */
   finish(response: { status: number; headers: [string, string][]; body: Uint8Array | 'too-large' }): Promise<void>;
-  /** The handler threw. Returns the 500 to send when `onThrow` is `'store500'`, else releases the key and returns undefined. */
+  /**
+   * The handler threw. Returns the 500 to send when `onThrow` is `'store500'`, else releases
+   * the key and returns undefined. Never throws.
+   */
   fail(error: unknown): Promise<ResponseParts | undefined>;
+  /** The response never completed (a stream broke off, a hijacked reply): release the key so a retry runs again. Never throws. */
+  release(): Promise<void>;
 }
 
 export type Decision =
@@ -252,6 +257,10 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): (request:
         }
         const stored = await store({ status: response.status, headers: response.headers, body: response.body === 'too-large' ? undefined : response.body });
         observe({ type: 'executed', key, status: response.status, stored, durationMs: elapsed() });
+      },
+      async release() {
+        await execution.release();
+        observe({ type: 'executed', key, status: 0, stored: false, durationMs: elapsed() });
       },
       async fail() {
         if (o.onThrow === 'release') {

@@ -9,11 +9,12 @@ import type { ResponseParts } from './types.js';
 const VERSION = 1;
 
 /**
- * Headers that describe the representation and are safe to repeat (DESIGN §3.6). Never
- * `set-cookie` (a replay must not hand a session to whoever holds the key), hop-by-hop
- * headers, `date`, or `content-length` (recomputed on replay).
+ * Headers that describe the representation and are safe to repeat (DESIGN §3.6, plus
+ * `content-encoding`, without which stored compressed bytes would replay as garbage, and
+ * `content-disposition`). Never `set-cookie` (a replay must not hand a session to whoever holds
+ * the key), hop-by-hop headers, `date`, or `content-length` (recomputed on replay).
  */
-const REPLAYED_HEADERS = new Set(['content-type', 'content-language', 'content-location', 'location', 'etag', 'last-modified', 'cache-control', 'vary']);
+const REPLAYED_HEADERS = new Set(['content-type', 'content-encoding', 'content-language', 'content-location', 'content-disposition', 'location', 'etag', 'last-modified', 'cache-control', 'vary']);
 
 export function isReplayedHeader(name: string): boolean {
   return REPLAYED_HEADERS.has(name) || (name.startsWith('x-') && name !== 'x-powered-by');

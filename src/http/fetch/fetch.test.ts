@@ -126,6 +126,22 @@ describe('withIdempotency (fetch handlers)', () => {
     assert.deepEqual(events.map((event) => event.type === 'store_error' && event.failOpen), [false, true]);
   });
 
+  it('fingerprints the query string and replays encoded bodies with their Content-Encoding', async () => {
+    let executions = 0;
+    const endpoint = withIdempotency(async () => {
+      executions++;
+      return new Response(new Uint8Array([0x1f, 0x8b, 1]), { status: 201, headers: { 'content-encoding': 'gzip', 'content-disposition': 'attachment' } });
+    }, { store: new MemoryStore() });
+    const key = randomUUID();
+    const at = (query: string) => new Request(`http://shop.test/orders${query}`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json', 'idempotency-key': key } });
+    await endpoint(at('?dry_run=1'));
+    assert.equal((await endpoint(at('?dry_run=0'))).status, 422);
+    const replay = await endpoint(at('?dry_run=1'));
+    assert.equal(replay.headers.get('content-encoding'), 'gzip');
+    assert.equal(replay.headers.get('content-disposition'), 'attachment');
+    assert.equal(executions, 1);
+  });
+
   it('lets GET and key-less requests on an optional route through untouched', async () => {
     const { handler, executions } = orders();
     const endpoint = withIdempotency(handler, { store: new MemoryStore() });

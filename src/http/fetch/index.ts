@@ -9,7 +9,7 @@ import { finishWithResponse, requestFacts, toResponse } from '../web.js';
 export type { IdempotencyOptions, IdempotencyEvent } from '../protocol.js';
 
 export interface FetchIdempotencyOptions extends IdempotencyOptions<Request> {
-  /** The route for the fingerprint. Default: the URL path. */
+  /** The route for the fingerprint. Default: the URL path and query. */
   route?: (request: Request) => string;
 }
 
@@ -25,7 +25,10 @@ export interface FetchIdempotencyOptions extends IdempotencyOptions<Request> {
 export function withIdempotency(handler: (request: Request) => Response | Promise<Response>, options: FetchIdempotencyOptions): (request: Request) => Promise<Response> {
   const decide = createProtocol(options);
   const { maxStoredBytes } = resolveOptions(options);
-  const routeOf = options.route ?? ((request: Request) => new URL(request.url).pathname);
+  const routeOf = options.route ?? ((request: Request) => {
+    const url = new URL(request.url);
+    return url.pathname + url.search;
+  });
 
   return async function idempotentHandler(request: Request): Promise<Response> {
     const decision = await decide(request, requestFacts(request, routeOf(request)));

@@ -23,8 +23,8 @@ export const idempotency = (options: IdempotencyOptions<Context>): MiddlewareHan
   const { maxStoredBytes } = resolveOptions(options);
 
   return async function idempotencyMiddleware(c, next) {
-    // The concrete path, not c.req.routePath: under app.use('/api/*') every route would share one pattern.
-    const decision = await decide(c, requestFacts(c.req.raw, c.req.path));
+    // The concrete path and query, not c.req.routePath: under app.use('/api/*') every route would share one pattern.
+    const decision = await decide(c, requestFacts(c.req.raw, c.req.path + new URL(c.req.url).search));
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return toResponse(decision.response);
     const { execution } = decision;
