@@ -5,10 +5,11 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { after, before, describe } from 'node:test';
 import { serve } from '@hono/node-server';
 import express from 'express';
-import Fastify from 'fastify';
+import Fastify, { type FastifyRequest } from 'fastify';
 import { Hono } from 'hono';
 import type { IdempotencyStore } from '../src/core/types.js';
 import { idempotency as expressIdempotency, idempotencyErrors } from '../src/http/express/index.js';
@@ -82,7 +83,7 @@ async function expressServer(store: IdempotencyStore): Promise<Running> {
     const response = await orders.handle(asRequest(req.method, req.originalUrl, req.headers, req.body));
     res.status(response.status);
     for (const [name, value] of response.headers) res.append(name, value);
-    if (response.body) Readable.fromWeb(response.body as import('node:stream/web').ReadableStream).pipe(res);
+    if (response.body) Readable.fromWeb(response.body as WebReadableStream).pipe(res);
     else res.end();
   };
   app.all('/orders', expressIdempotency({ ...common, required: true }), handle);
@@ -108,7 +109,7 @@ async function fastifyServer(store: IdempotencyStore): Promise<Running> {
   const orders = conformanceHandler();
   const app = Fastify({ bodyLimit: 16 * 1024 * 1024 });
   await app.register(oncelyFastify, { store, leaseMs: LEASE_MS, namespace: 'conformance-fastify', required: true });
-  const handle = (request: import('fastify').FastifyRequest) => orders.handle(asRequest(request.method, request.url, request.headers, request.body));
+  const handle = (request: FastifyRequest) => orders.handle(asRequest(request.method, request.url, request.headers, request.body));
   app.route({ method: ['GET', 'POST'], url: '/orders', handler: handle });
   app.post('/orders-optional', { config: { idempotency: { required: false } } }, handle);
   app.post('/orders-wait', { config: { idempotency: { wait: WAIT_MS } } }, handle);
