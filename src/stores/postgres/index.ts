@@ -18,6 +18,7 @@ import {
   withTimeout,
 } from '../../core/store-kit.js';
 import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, IdempotencyStore, PurgeOptions, RecordMeta } from '../../core/types.js';
+import { SettleListener } from './listener.js';
 import { MIGRATIONS, tableNames, type TableNames, type TableOptions } from './migrations.js';
 
 export { postgresMigrationSql } from './migrations.js';
@@ -87,8 +88,14 @@ export class PostgresStore implements IdempotencyStore {
   readonly #timeoutMs: number;
   readonly #claimSql: string;
   readonly #takeoverSql: string;
+  /** Announces a settled record to every listener, when a waiter marked it, and counts the changed rows. */
+  readonly #notifySettled: string;
+  readonly #markWaitedSql: string;
   /** Where queries go: the pool, or the caller's client for a store from `withClient`. */
   #db: Queryable;
+  /** Shared with the stores made by `withClient`; only this one's `close()` ends it. */
+  #listener: SettleListener;
+  #ownsListener = true;
 
   constructor(options: PostgresStoreOptions) {
     this.#options = options;
@@ -99,16 +106,26 @@ export class PostgresStore implements IdempotencyStore {
     this.#db = options.pool;
     this.#claimSql = claimSql(this.#names.records);
     this.#takeoverSql = takeoverSql(this.#names.records);
+    this.#notifySettled = `, notified AS (SELECT pg_notify('${this.#names.channel}', id) FROM done WHERE waited)
+SELECT (SELECT count(*) FROM done)::int AS changed, (SELECT count(*) FROM notified)::int AS notified`;
+    this.#markWaitedSql = `UPDATE ${this.#names.records} SET waited = true WHERE id = $1 AND state = 'in_progress' AND expires_at > clock_timestamp()`;
+    this.#listener = new SettleListener(options.pool, this.#names.channel);
   }
 
   /**
    * The same store, with every query sent through `client`, so claims and completions join
    * the caller's transaction: a rollback undoes them with the rest of the caller's work.
    * The caller owns the client (BEGIN, COMMIT, release). `migrate()` still uses the pool.
+   *
+   * Settle notifications of its `complete`/`release`/`delete` are sent when the caller's
+   * transaction commits (none on rollback). Its `waitForSettle` uses this store's listener,
+   * and its `close()` leaves that listener to this store.
    */
   withClient(client: PoolClient): PostgresStore {
     const bound = new PostgresStore(this.#options);
     bound.#db = client;
+    bound.#listener = this.#listener;
+    bound.#ownsListener = false;
     return bound;
   }
 
@@ -171,18 +188,21 @@ export class PostgresStore implements IdempotencyStore {
   async complete(id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult> {
     assertId(id);
     assertDuration('retentionMs', retentionMs);
-    return this.#fenced(`UPDATE ${this.#names.records} SET state = 'completed', outcome = $3, expires_at = ${after(CLOCK, '$4')} WHERE ${FENCE}`, [id, token, outcome, retentionMs]);
+    return this.#fenced(this.#settling(`UPDATE ${this.#names.records} SET state = 'completed', outcome = $3, expires_at = ${after(CLOCK, '$4')} WHERE ${FENCE} RETURNING id, waited`), [id, token, outcome, retentionMs]);
   }
 
   async release(id: string, token: string): Promise<FencedResult> {
     assertId(id);
-    return this.#fenced(`DELETE FROM ${this.#names.records} WHERE ${FENCE}`, [id, token]);
+    return this.#fenced(this.#settling(`DELETE FROM ${this.#names.records} WHERE ${FENCE} RETURNING id, waited`), [id, token]);
   }
 
   async extend(id: string, token: string, leaseMs: number): Promise<FencedResult> {
     assertId(id);
     assertDuration('leaseMs', leaseMs);
-    return this.#fenced(`UPDATE ${this.#names.records} SET expires_at = ${after(CLOCK, '$3')} WHERE ${FENCE}`, [id, token, leaseMs]);
+    return this.#run(async (db) => {
+      const { rowCount } = await db.query(prepared(`UPDATE ${this.#names.records} SET expires_at = ${after(CLOCK, '$3')} WHERE ${FENCE}`, [id, token, leaseMs]));
+      return rowCount === 1 ? 'ok' : 'lost';
+    });
   }
 
   async get(id: string): Promise<IdempotencyRecord | undefined> {
@@ -196,8 +216,8 @@ export class PostgresStore implements IdempotencyStore {
   async delete(id: string): Promise<boolean> {
     assertId(id);
     return this.#run(async (db) => {
-      const { rowCount } = await db.query({ text: `DELETE FROM ${this.#names.records} WHERE id = $1`, values: [id] });
-      return (rowCount ?? 0) > 0;
+      const { rows } = await db.query<{ changed: number }>(prepared(this.#settling(`DELETE FROM ${this.#names.records} WHERE id = $1 RETURNING id, waited`), [id]));
+      return rows[0]!.changed > 0;
     });
   }
 
@@ -214,13 +234,49 @@ export class PostgresStore implements IdempotencyStore {
     });
   }
 
-  /** Nothing to release: the pool (and any client given to `withClient`) is yours to end. */
-  async close(): Promise<void> {}
+  /**
+   * Resolves when `complete`, `release` or `delete` of `id` commits in any process (PostgreSQL
+   * NOTIFY on channel `oncely_settled_<table>`), or after `timeoutMs`; never rejects.
+   *
+   * The first waiter checks one connection out of your pool and keeps it to LISTEN until
+   * `close()`, so the pool needs room for it (`max` ≥ 2). Should that connection fail, waiters
+   * wait out their timeout and the next one checks out another. PostgreSQL delivers only what
+   * commits after LISTEN ran, so a settle just before it is seen at the waiter's next claim.
+   */
+  async waitForSettle(id: string, timeoutMs: number): Promise<void> {
+    const woken = this.#listener.wait(id, timeoutMs);
+    try {
+      // Listen first, then mark the record waited: a settle after the mark notifies, one before
+      // it leaves nothing to mark, and then the waiter is woken at once.
+      if (await this.#listener.listening()) {
+        const { rowCount } = await this.#pool.query(prepared(this.#markWaitedSql, [id]));
+        if (rowCount === 0) this.#listener.wake(id);
+      }
+    } catch {
+      // The store is unreachable: the waiter waits out its timeout.
+    }
+    return woken;
+  }
 
+  /**
+   * Returns the listening connection to your pool (it is destroyed, not reused) and wakes
+   * every waiter. The pool (and any client given to `withClient`) is yours to end; call this
+   * before `pool.end()`, which otherwise waits up to a second for the listener to notice.
+   */
+  async close(): Promise<void> {
+    if (this.#ownsListener) this.#listener.close();
+  }
+
+  /** `statement … RETURNING id, waited` as one statement that also notifies the waiters of the returned id, if any. */
+  #settling(statement: string): string {
+    return `WITH done AS (${statement})${this.#notifySettled}`;
+  }
+
+  /** Runs a settling statement; 'ok' when it changed the holder's row. */
   #fenced(sql: string, values: unknown[]): Promise<FencedResult> {
     return this.#run(async (db) => {
-      const { rowCount } = await db.query(prepared(sql, values));
-      return rowCount === 1 ? 'ok' : 'lost';
+      const { rows } = await db.query<{ changed: number }>(prepared(sql, values));
+      return rows[0]!.changed === 1 ? 'ok' : 'lost';
     });
   }
 
@@ -275,7 +331,7 @@ SELECT false, ${RECORD_COLUMNS}, ${ms('now')} FROM ${records}, clock WHERE id = 
 function takeoverSql(records: string): string {
   return `UPDATE ${records}
 SET state = 'in_progress', fingerprint = $2, token = $3, created_at = now, expires_at = ${after('now', '$4')},
-  outcome = NULL, namespace = $5, scope = $6, key = $7
+  outcome = NULL, namespace = $5, scope = $6, key = $7, waited = false
 FROM (SELECT ${CLOCK} AS now) AS clock
 WHERE id = $1 AND expires_at <= clock_timestamp()
 RETURNING ${ms('expires_at')} AS expires_ms`;

@@ -6,6 +6,7 @@
  * Never edit a shipped migration: add the next one. Every statement is `IF NOT EXISTS` so
  * SQL applied by hand is not re-created when `migrate()` runs later.
  */
+import { createHash } from 'node:crypto';
 import { InvalidOptionError } from '../../core/errors.js';
 
 /** Where the records live. */
@@ -26,6 +27,11 @@ export interface TableNames {
   lockName: string;
   /** Quoted name of the index on `expires_at` (indexes live in the table's schema). */
   expiresIndex: string;
+  /**
+   * Unquoted LISTEN/NOTIFY channel announcing settled records (see `settleChannel`). Quote
+   * it for `LISTEN`; pass it as is to `pg_notify()`, which takes a string and keeps the case.
+   */
+  channel: string;
 }
 
 export interface Migration {
@@ -56,7 +62,23 @@ export function tableNames(options: TableOptions = {}): TableNames {
     migrations: `"${schema}"."${table}_migrations"`,
     lockName: `${schema}.${table}`,
     expiresIndex: `"${table}${INDEX_SUFFIX}"`,
+    channel: settleChannel(schema, table),
   };
+}
+
+const CHANNEL_PREFIX = 'oncely_settled_';
+
+/**
+ * `oncely_settled_<table>` in the `public` schema, `oncely_settled_<schema>.<table>` in
+ * another; past 63 characters (where PostgreSQL would truncate LISTEN's identifier but
+ * `pg_notify()` refuses the name) the end is replaced by a hash of the whole name. Two
+ * tables that shared a channel would only wake each other's waiters early, which is harmless.
+ */
+function settleChannel(schema: string, table: string): string {
+  const name = `${CHANNEL_PREFIX}${schema === 'public' ? table : `${schema}.${table}`}`;
+  if (name.length <= MAX_IDENTIFIER) return name;
+  const hash = createHash('sha256').update(`${schema}.${table}`).digest('hex').slice(0, 16);
+  return `${name.slice(0, MAX_IDENTIFIER - hash.length - 1)}_${hash}`;
 }
 
 export const MIGRATIONS: readonly Migration[] = [
@@ -77,6 +99,13 @@ CREATE TABLE IF NOT EXISTS ${n.records} (
   CHECK ((state = 'completed') = (outcome IS NOT NULL))
 );
 CREATE INDEX IF NOT EXISTS ${n.expiresIndex} ON ${n.records} (expires_at);
+`,
+  },
+  {
+    name: '0002_settle_waiters',
+    sql: (n) => `-- oncely: records someone waits on (migration 0002_settle_waiters)
+-- Only their settles send a NOTIFY: PostgreSQL serialises the commits of notifying transactions.
+ALTER TABLE ${n.records} ADD COLUMN IF NOT EXISTS waited boolean NOT NULL DEFAULT false;
 `,
   },
 ];

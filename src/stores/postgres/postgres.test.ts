@@ -271,3 +271,215 @@ describe('PostgresStore', { skip }, () => {
     assert.equal(pool.ending, false);
   });
 });
+
+describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
+  const channel = `oncely_settled_${table}`;
+  /** Other sessions, like other processes: their own pool, their own store instance. */
+  const otherPool = new pg.Pool({ connectionString: POSTGRES_URL, max: 4 });
+  const other = new PostgresStore({ pool: otherPool, table });
+  const listeners = async (): Promise<number> => {
+    const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = $1', [`LISTEN "${channel}"`]);
+    return rows[0]?.n ?? 0;
+  };
+  /** Resolves once `condition()` holds; fails after `ms`. */
+  async function until(condition: () => Promise<boolean>, what: string, ms = 3_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!(await condition())) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await sleep(10);
+    }
+  }
+  /** When the wait resolved, in performance.now() time. */
+  const settledAt = (wait: Promise<void>): Promise<number> => wait.then(() => performance.now());
+
+  before(() => store.migrate());
+  after(() => otherPool.end());
+
+  test('the channel is oncely_settled_<table>, schema-qualified outside public, hashed past 63 characters', () => {
+    assert.equal(tableNames({ table }).channel, channel);
+    assert.equal(tableNames({ schema: 'App', table: 'Keys' }).channel, 'oncely_settled_App.Keys');
+    const long = tableNames({ schema: 's'.repeat(40), table: 't'.repeat(48) }).channel;
+    assert.equal(long.length, 63);
+    assert.notEqual(long, tableNames({ schema: 's'.repeat(40), table: `${'t'.repeat(47)}u` }).channel);
+  });
+
+  for (const [name, settle] of [
+    ['complete', (id: string, token: string) => other.complete(id, token, Buffer.from('done'), 60_000)],
+    ['release', (id: string, token: string) => other.release(id, token)],
+    ['delete', (id: string) => other.delete(id)],
+  ] as const) {
+    test(`a waiter is woken within 100 ms by ${name} on another store instance and pool`, async () => {
+      const waiter = new PostgresStore({ pool, table });
+      try {
+        const id = newId();
+        const token = await acquire(other, id);
+        const woke = settledAt(waiter.waitForSettle(id, 10_000));
+        await until(async () => (await listeners()) === 1, 'the LISTEN connection');
+        const started = performance.now();
+        assert.ok(await settle(id, token));
+        const elapsed = (await woke) - started;
+        assert.ok(elapsed < 100, `woken after ${elapsed.toFixed(0)} ms`);
+      } finally {
+        await waiter.close();
+      }
+    });
+  }
+
+  test('without a settle a waiter resolves at its timeout; a fenced-out write does not wake it', async () => {
+    const waiter = new PostgresStore({ pool, table });
+    try {
+      const id = newId();
+      const token = await acquire(store, id);
+      const started = performance.now();
+      const woke = settledAt(waiter.waitForSettle(id, 600));
+      await until(async () => (await listeners()) === 1, 'the LISTEN connection');
+      assert.equal(await other.complete(id, 'not-the-token', Buffer.from('x'), 60_000), 'lost');
+      assert.equal(await other.delete(newId()), false);
+      const elapsed = (await woke) - started;
+      assert.ok(elapsed >= 590 && elapsed < 800, `resolved after ${elapsed.toFixed(0)} ms`);
+      assert.equal(await store.release(id, token), 'ok');
+    } finally {
+      await waiter.close();
+    }
+  });
+
+  test('withClient: the notification is sent at COMMIT, never on ROLLBACK; the bound store shares the listener', async () => {
+    const waiter = new PostgresStore({ pool, table });
+    const client = await otherPool.connect();
+    try {
+      const rolledBack = newId();
+      const committed = newId();
+      const tokens = [await acquire(other, rolledBack), await acquire(other, committed)] as const;
+      let woken = '';
+      const bound = waiter.withClient(client);
+      const waits = [
+        bound.waitForSettle(rolledBack, 1_500).then(() => (woken += 'rolledBack ')),
+        waiter.waitForSettle(committed, 5_000).then(() => (woken += 'committed ')),
+      ];
+      await until(async () => (await listeners()) === 1, 'one LISTEN connection for both stores');
+      await client.query('BEGIN');
+      assert.equal(await other.withClient(client).complete(rolledBack, tokens[0], Buffer.from('x'), 60_000), 'ok');
+      await client.query('ROLLBACK');
+      await client.query('BEGIN');
+      assert.equal(await other.withClient(client).complete(committed, tokens[1], Buffer.from('y'), 60_000), 'ok');
+      await sleep(150);
+      assert.equal(woken, '', 'nothing before COMMIT');
+      await client.query('COMMIT');
+      await waits[1];
+      assert.equal(woken, 'committed ');
+      await bound.close();
+      assert.equal(await listeners(), 1, "the bound store's close() leaves the listener to its parent");
+      await waits[0];
+      assert.equal(woken, 'committed rolledBack ', 'the rolled-back one only timed out');
+    } finally {
+      client.release();
+      await waiter.close();
+    }
+  });
+
+  test('a waiter on a record that is absent or already settled wakes at once', async () => {
+    const waiter = new PostgresStore({ pool, table });
+    try {
+      const id = newId();
+      const token = await acquire(other, id);
+      assert.equal(await other.complete(id, token, Buffer.from('done'), 60_000), 'ok');
+      const started = performance.now();
+      await waiter.waitForSettle(id, 5_000);
+      await waiter.waitForSettle(newId(), 5_000);
+      assert.ok(performance.now() - started < 1_000, 'no waiting out the timeout');
+    } finally {
+      await waiter.close();
+    }
+  });
+
+  test('many waiters on one id share one LISTEN connection and all wake on one complete', async () => {
+    const waiter = new PostgresStore({ pool, table });
+    try {
+      const id = newId();
+      const others = Array.from({ length: 5 }, newId);
+      for (const each of others) await acquire(other, each); // in progress too, so their waiters sleep on
+      const token = await acquire(other, id);
+      const woke = Array.from({ length: 50 }, () => waiter.waitForSettle(id, 10_000));
+      const unrelated = others.map((each) => settledAt(waiter.waitForSettle(each, 1_000)));
+      await until(async () => (await listeners()) === 1, 'the LISTEN connection');
+      await sleep(50);
+      assert.equal(await listeners(), 1);
+      const started = performance.now();
+      assert.equal(await other.complete(id, token, Buffer.from('done'), 60_000), 'ok');
+      await Promise.all(woke);
+      assert.ok(performance.now() - started < 100);
+      for (const at of await Promise.all(unrelated)) assert.ok(at - started > 500, 'waiters of other ids sleep on');
+    } finally {
+      await waiter.close();
+    }
+  });
+
+  test("close() returns the listening connection to the pool (destroyed) and wakes the waiters; the pool stays the user's", async () => {
+    const ownPool = new pg.Pool({ connectionString: POSTGRES_URL, max: 3 });
+    try {
+      const waiter = new PostgresStore({ pool: ownPool, table });
+      const running = newId();
+      await acquire(other, running); // an in-progress record, so the waiter sleeps until woken
+      const woke = waiter.waitForSettle(running, 60_000);
+      await until(async () => ownPool.totalCount - ownPool.idleCount === 1 && (await listeners()) === 1, 'the LISTEN connection');
+      await waiter.close();
+      await woke;
+      await until(async () => ownPool.totalCount === ownPool.idleCount && (await listeners()) === 0, 'the connection to close');
+      assert.equal(ownPool.ending, false);
+      assert.equal(await waiter.get(newId()), undefined, 'the store still answers on the pool');
+      assert.equal(await waiter.waitForSettle(newId(), 10), undefined, 'a closed store only times out');
+    } finally {
+      await ownPool.end();
+    }
+  });
+
+  test('pool.end() without close() still finishes: the listener lets go when the pool ends', async () => {
+    const ownPool = new pg.Pool({ connectionString: POSTGRES_URL, max: 2 });
+    const waiter = new PostgresStore({ pool: ownPool, table });
+    void waiter.waitForSettle(newId(), 100);
+    await until(async () => (await listeners()) === 1, 'the LISTEN connection');
+    const started = performance.now();
+    await ownPool.end();
+    assert.ok(performance.now() - started < 2_500);
+    assert.equal(await listeners(), 0);
+  });
+
+  test('a terminated listener: waiters wait out their timeout, the next waiter listens again and is woken', async () => {
+    const waiter = new PostgresStore({ pool, table });
+    try {
+      const id = newId();
+      const token = await acquire(other, id);
+      void waiter.waitForSettle(id, 50);
+      await until(async () => (await listeners()) === 1, 'the LISTEN connection');
+      await pool.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1', [`LISTEN "${channel}"`]);
+      await until(async () => (await listeners()) === 0, 'the listener to be gone');
+      const started = performance.now();
+      const missed = settledAt(waiter.waitForSettle(id, 300));
+      const elapsed = (await missed) - started;
+      assert.ok(elapsed >= 290, `no wake-up without a listener (${elapsed.toFixed(0)} ms)`);
+      const woke = waiter.waitForSettle(id, 10_000);
+      await until(async () => (await listeners()) === 1, 'a new LISTEN connection');
+      const settled = performance.now();
+      assert.equal(await other.complete(id, token, Buffer.from('done'), 60_000), 'ok');
+      await woke;
+      assert.ok(performance.now() - settled < 100);
+    } finally {
+      await waiter.close();
+    }
+  });
+
+  test('an unreachable server: waitForSettle resolves at its timeout, never rejects', async () => {
+    const deadPool = new pg.Pool({ host: '127.0.0.1', port: 1, user: 'postgres', database: 'test' });
+    const dead = new PostgresStore({ pool: deadPool, table, timeoutMs: 500 });
+    try {
+      const started = performance.now();
+      await dead.waitForSettle(newId(), 300);
+      await dead.waitForSettle(newId(), 100);
+      const elapsed = performance.now() - started;
+      assert.ok(elapsed >= 390 && elapsed < 700, `resolved after ${elapsed.toFixed(0)} ms`);
+    } finally {
+      await dead.close();
+      await deadPool.end();
+    }
+  });
+});

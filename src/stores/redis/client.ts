@@ -1,6 +1,7 @@
 /**
  * A small adapter over the two Redis client libraries, so the store speaks to one shape:
- * run a script on one key with binary arguments and binary replies, and delete a key.
+ * run a script on one key with binary arguments and binary replies, and subscribe to a
+ * channel on a duplicate of the client.
  *
  * Nothing here imports `redis` or `ioredis`: the client is recognised by what it can do,
  * and its type is described by the few members used. That keeps the published types free of
@@ -20,7 +21,6 @@ export interface IoredisLike {
 interface NodeRedisCommands {
   evalSha(sha1: string, options: { keys: string[]; arguments: ScriptArg[] }): Promise<unknown>;
   eval(script: string, options: { keys: string[]; arguments: ScriptArg[] }): Promise<unknown>;
-  del(key: string): Promise<number>;
 }
 
 /**
@@ -40,8 +40,95 @@ export type RedisClient = IoredisLike | NodeRedisLike;
 export interface ScriptRunner {
   /** EVALSHA on one key; on NOSCRIPT (cache flushed, failover) EVAL, which also caches it again. */
   run(script: Script, key: string, args: ScriptArg[]): Promise<unknown>;
-  /** DEL one key; the number of keys removed. */
-  del(key: string): Promise<number>;
+  /**
+   * Subscribes to `channel` on a new connection, `duplicate()` of the user's client (same
+   * options, same server or cluster). Undefined when the client cannot duplicate itself.
+   */
+  subscribe: ((channel: string, events: SubscriberEvents) => Subscriber) | undefined;
+  /** Calls `listener` when the user's client is closed for good; returns how to stop listening. */
+  onClientEnd(listener: () => void): () => void;
+}
+
+export interface SubscriberEvents {
+  /** A message on the channel. */
+  message(payload: string): void;
+  /** The connection is closed for good: by `close()`, or its client gave up reconnecting. */
+  end(): void;
+}
+
+/**
+ * A subscription on a connection of its own. Both libraries reconnect it and subscribe again
+ * by themselves after a network failure; messages published meanwhile are lost.
+ */
+export interface Subscriber {
+  /** Settles once the server confirmed the subscription, or when it cannot be made. */
+  readonly ready: Promise<void>;
+  /** Closes the connection at once; safe to call more than once. */
+  close(): void;
+}
+
+/** The members of a duplicate used here (ioredis `Redis`/`Cluster`, node-redis client/cluster). */
+interface Emitter {
+  on(event: string, listener: (...args: never[]) => void): unknown;
+  off(event: string, listener: (...args: never[]) => void): unknown;
+}
+
+interface IoredisSubscriber extends Emitter {
+  subscribe(channel: string): Promise<unknown>;
+  disconnect(): void;
+}
+
+interface NodeRedisSubscriber extends Emitter {
+  connect(): Promise<unknown>;
+  subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+  destroy(): void;
+}
+
+type Duplicable<T> = { duplicate(): T };
+
+function ioredisSubscriber(client: Duplicable<IoredisSubscriber>, channel: string, events: SubscriberEvents): Subscriber {
+  const connection = client.duplicate();
+  // ioredis reconnects (and subscribes again) by itself; its errors only need a listener.
+  connection.on('error', () => undefined);
+  connection.on('message', (from: string, message: string) => {
+    if (from === channel) events.message(message);
+  });
+  connection.on('end', () => events.end());
+  return {
+    ready: connection.subscribe(channel).then(() => undefined),
+    close: () => connection.disconnect(),
+  };
+}
+
+function nodeRedisSubscriber(client: Duplicable<NodeRedisSubscriber>, channel: string, events: SubscriberEvents): Subscriber {
+  const connection = client.duplicate();
+  connection.on('error', () => undefined);
+  connection.on('end', () => events.end());
+  let closed = false;
+  return {
+    ready: connection.connect().then(() => connection.subscribe(channel, (message) => events.message(message))).then(() => undefined),
+    close: () => {
+      if (closed) return;
+      closed = true;
+      // Throws only when the connection is closed already.
+      try {
+        connection.destroy();
+      } catch {
+        /* closed already */
+      }
+    },
+  };
+}
+
+function onEnd(client: object, listener: () => void): () => void {
+  const emitter = client as Partial<Emitter>;
+  if (typeof emitter.on !== 'function' || typeof emitter.off !== 'function') return () => undefined;
+  emitter.on('end', listener);
+  return () => emitter.off?.('end', listener);
+}
+
+function canDuplicate<T>(client: object): client is Duplicable<T> {
+  return typeof (client as Partial<Duplicable<T>>).duplicate === 'function';
 }
 
 function isNoScript(error: unknown): boolean {
@@ -64,7 +151,8 @@ function ioredisRunner(client: IoredisLike): ScriptRunner {
       () => client.callBuffer('EVALSHA', script.sha, 1, key, ...args),
       () => client.callBuffer('EVAL', script.source, 1, key, ...args),
     ),
-    del: async (key) => Number(await client.callBuffer('DEL', key)),
+    subscribe: canDuplicate<IoredisSubscriber>(client) ? (channel, events) => ioredisSubscriber(client, channel, events) : undefined,
+    onClientEnd: (listener) => onEnd(client, listener),
   };
 }
 
@@ -76,7 +164,9 @@ function nodeRedisRunner(client: NodeRedisLike): ScriptRunner {
       () => buffers.evalSha(script.sha, { keys: [key], arguments: args }),
       () => buffers.eval(script.source, { keys: [key], arguments: args }),
     ),
-    del: (key) => buffers.del(key),
+    // The user's client, not the Buffer view: pub/sub messages are text (ids).
+    subscribe: canDuplicate<NodeRedisSubscriber>(client) ? (channel, events) => nodeRedisSubscriber(client, channel, events) : undefined,
+    onClientEnd: (listener) => onEnd(client, listener),
   };
 }
 

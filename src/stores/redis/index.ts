@@ -20,7 +20,8 @@ import type {
   RecordMeta,
 } from '../../core/types.js';
 import { scriptRunner, type RedisClient, type ScriptArg, type ScriptRunner } from './client.js';
-import { CLAIM, COMPLETE, EXTEND, GET, RELEASE, type Script } from './scripts.js';
+import { CLAIM, COMPLETE, DELETE, EXTEND, GET, RELEASE, type Script } from './scripts.js';
+import { SettleSubscription } from './settle.js';
 
 export type { IoredisLike, NodeRedisLike, RedisClient } from './client.js';
 
@@ -32,7 +33,8 @@ export interface RedisStoreOptions {
   client: RedisClient;
   /**
    * Start of every key name; keys are `${prefix}:{${id}}`. Must not contain `{` or `}`,
-   * which would move the Redis Cluster hash tag. Default `'oncely'`.
+   * which would move the Redis Cluster hash tag. Settled records are announced on the
+   * pub/sub channel `${prefix}:settled`. Default `'oncely'`.
    */
   prefix?: string;
   /**
@@ -103,6 +105,20 @@ export class RedisStore implements IdempotencyStore {
   readonly #runner: ScriptRunner;
   readonly #prefix: string;
   readonly #timeoutMs: number;
+  /** `${prefix}:settled`: where complete, release and delete publish the id they settled. */
+  readonly #channel: string;
+  readonly #settle: SettleSubscription | undefined;
+
+  /**
+   * Resolves when `complete`, `release` or `delete` of `id` happens through any client
+   * (Redis pub/sub on `${prefix}:settled`), or after `timeoutMs`; never rejects.
+   *
+   * The first waiter opens one more connection, `duplicate()` of your client, subscribed
+   * until `close()` (or until your client is closed). Pub/sub is fire-and-forget: a settle
+   * while that connection is down, or just before it subscribed, is seen at the waiter's next
+   * claim. Absent when the client cannot `duplicate()` (a node-redis pool): waiters then poll.
+   */
+  readonly waitForSettle?: (id: string, timeoutMs: number) => Promise<void>;
 
   constructor(options: RedisStoreOptions) {
     const { client, prefix = 'oncely', timeoutMs = DEFAULT_STORE_TIMEOUT_MS } = options;
@@ -113,6 +129,13 @@ export class RedisStore implements IdempotencyStore {
     this.#runner = scriptRunner(client);
     this.#prefix = prefix;
     this.#timeoutMs = timeoutMs;
+    this.#channel = `${prefix}:settled`;
+    const { subscribe } = this.#runner;
+    if (subscribe !== undefined) {
+      const settle = new SettleSubscription({ ...this.#runner, subscribe }, this.#channel);
+      this.#settle = settle;
+      this.waitForSettle = async (id, waitMs) => settle.wait(id, waitMs);
+    }
   }
 
   async claim(request: ClaimRequest): Promise<Claim> {
@@ -143,13 +166,13 @@ export class RedisStore implements IdempotencyStore {
     if (!(outcome instanceof Uint8Array)) throw new InvalidOptionError('outcome must be a Uint8Array');
     // Both clients send a Buffer as raw bytes (a bare Uint8Array would be stringified); this is a view, not a copy.
     const bytes = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
-    return this.#fenced(COMPLETE, id, [token, bytes, String(retentionMs)]);
+    return this.#fenced(COMPLETE, id, [token, bytes, String(retentionMs), this.#channel, id]);
   }
 
   async release(id: string, token: string): Promise<FencedResult> {
     assertId(id);
     assertToken(token);
-    return this.#fenced(RELEASE, id, [token]);
+    return this.#fenced(RELEASE, id, [token, this.#channel, id]);
   }
 
   async extend(id: string, token: string, leaseMs: number): Promise<FencedResult> {
@@ -167,8 +190,7 @@ export class RedisStore implements IdempotencyStore {
 
   async delete(id: string): Promise<boolean> {
     assertId(id);
-    const key = this.#key(id);
-    return (await this.#guard('delete', () => this.#runner.del(key))) > 0;
+    return Number(await this.#run(DELETE, id, [this.#channel, id])) > 0;
   }
 
   /**
@@ -180,8 +202,13 @@ export class RedisStore implements IdempotencyStore {
     return 0;
   }
 
-  /** Does nothing: the client belongs to the caller, who closes it (`quit()` / `close()`). */
-  async close(): Promise<void> {}
+  /**
+   * Closes the subscriber connection `waitForSettle` opened, if any, and wakes its waiters.
+   * Your client stays open: it belongs to you, who close it (`quit()` / `close()`).
+   */
+  async close(): Promise<void> {
+    this.#settle?.close();
+  }
 
   #key(id: string): string {
     return `${this.#prefix}:{${id}}`;

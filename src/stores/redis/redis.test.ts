@@ -12,7 +12,7 @@ import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js'
 import type { Claim } from '../../core/types.js';
 import { randomId } from '../../testing/index.js';
 import { REDIS_URL, skipUnlessReachable } from '../../../test/support/services.js';
-import { connectClient, removeKeys, type ClientKind, type TestClient } from './contract-process.js';
+import { connectClient, removeKeys, unreachableClient, type ClientKind, type TestClient } from './contract-process.js';
 import { RedisStore, type RedisClient } from './index.js';
 import { CLAIM } from './scripts.js';
 
@@ -189,12 +189,150 @@ describe('RedisStore on Redis', { skip }, () => {
   }
 });
 
+describe('RedisStore waitForSettle (pub/sub)', { skip }, () => {
+  const channel = `${prefix}:settled`;
+  const clients = {} as Record<ClientKind, TestClient>;
+  let inspector: TestClient;
+  let redis: Redis;
+  const storeOn = (kind: ClientKind) => new RedisStore({ client: clients[kind].client, prefix });
+  const otherKind = (kind: ClientKind): ClientKind => (kind === 'ioredis' ? 'node-redis' : 'ioredis');
+  const subscribers = async () => Number(((await redis.pubsub('NUMSUB', channel)) as [string, number])[1]);
+  /** Resolves once `condition()` holds; fails after `ms`. */
+  async function until(condition: () => Promise<boolean>, what: string, ms = 3_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!(await condition())) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+  const settledAt = (wait: Promise<void>): Promise<number> => wait.then(() => performance.now());
+
+  before(async () => {
+    for (const kind of KINDS) clients[kind] = await connectClient(kind);
+    inspector = await connectClient('ioredis');
+    redis = inspector.client as Redis;
+  });
+
+  after(async () => {
+    await Promise.all([...Object.values(clients), inspector].map((client) => client.close()));
+    await removeKeys(prefix);
+  });
+
+  for (const kind of KINDS) {
+    for (const [name, settle] of [
+      ['complete', (store: RedisStore, id: string, token: string) => store.complete(id, token, Buffer.from('done'), MINUTE)],
+      ['release', (store: RedisStore, id: string, token: string) => store.release(id, token)],
+      ['delete', (store: RedisStore, id: string) => store.delete(id)],
+    ] as const) {
+      it(`wakes a waiter (${kind}) within 100 ms on ${name} through another client (${otherKind(kind)})`, async () => {
+        const waiter = storeOn(kind);
+        const settler = storeOn(otherKind(kind));
+        try {
+          const id = randomId();
+          const token = tokenOf(await settler.claim({ id, fingerprint: FP, leaseMs: MINUTE }));
+          const woke = settledAt(waiter.waitForSettle!(id, 10_000));
+          await until(async () => (await subscribers()) === 1, 'the subscriber');
+          const started = performance.now();
+          assert.ok(await settle(settler, id, token));
+          const elapsed = (await woke) - started;
+          assert.ok(elapsed < 100, `woken after ${elapsed.toFixed(0)} ms`);
+        } finally {
+          await waiter.close();
+        }
+      });
+    }
+
+    it(`without a settle a waiter resolves at its timeout; a fenced-out write does not wake it (${kind})`, async () => {
+      const waiter = storeOn(kind);
+      const settler = storeOn(otherKind(kind));
+      try {
+        const id = randomId();
+        const token = tokenOf(await settler.claim({ id, fingerprint: FP, leaseMs: MINUTE }));
+        const started = performance.now();
+        const woke = settledAt(waiter.waitForSettle!(id, 600));
+        await until(async () => (await subscribers()) === 1, 'the subscriber');
+        assert.equal(await settler.complete(id, 'not-the-token', Buffer.from('x'), MINUTE), 'lost');
+        assert.equal(await settler.release(id, 'not-the-token'), 'lost');
+        assert.equal(await settler.delete(randomId()), false);
+        const elapsed = (await woke) - started;
+        assert.ok(elapsed >= 590 && elapsed < 800, `resolved after ${elapsed.toFixed(0)} ms`);
+        assert.equal(await settler.release(id, token), 'ok');
+      } finally {
+        await waiter.close();
+      }
+    });
+
+    it(`many waiters share one subscription and all wake on one complete (${kind})`, async () => {
+      const waiter = storeOn(kind);
+      try {
+        const id = randomId();
+        const token = tokenOf(await waiter.claim({ id, fingerprint: FP, leaseMs: MINUTE }));
+        const woke = Array.from({ length: 50 }, () => waiter.waitForSettle!(id, 10_000));
+        const unrelated = Array.from({ length: 5 }, () => settledAt(waiter.waitForSettle!(randomId(), 1_000)));
+        await until(async () => (await subscribers()) === 1, 'the subscriber');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.equal(await subscribers(), 1);
+        const started = performance.now();
+        assert.equal(await storeOn(otherKind(kind)).complete(id, token, Buffer.from('done'), MINUTE), 'ok');
+        await Promise.all(woke);
+        assert.ok(performance.now() - started < 100);
+        for (const at of await Promise.all(unrelated)) assert.ok(at - started > 500, 'waiters of other ids sleep on');
+      } finally {
+        await waiter.close();
+      }
+    });
+
+    it(`close() closes only the subscriber it opened and wakes its waiters (${kind})`, async () => {
+      const waiter = storeOn(kind);
+      const woke = waiter.waitForSettle!(randomId(), MINUTE);
+      await until(async () => (await subscribers()) === 1, 'the subscriber');
+      await waiter.close();
+      await woke;
+      await until(async () => (await subscribers()) === 0, 'the subscriber to close');
+      assert.equal(await waiter.delete(randomId()), false, 'the user\'s client still answers');
+      assert.equal(await waiter.waitForSettle!(randomId(), 10), undefined, 'a closed store only times out');
+    });
+
+    it(`closing the user's client also closes the subscriber, so nothing keeps the process alive (${kind})`, async () => {
+      const own = await connectClient(kind);
+      const waiter = new RedisStore({ client: own.client, prefix });
+      const woke = waiter.waitForSettle!(randomId(), 300);
+      await until(async () => (await subscribers()) === 1, 'the subscriber');
+      await own.close();
+      await until(async () => (await subscribers()) === 0, 'the subscriber to close');
+      await woke;
+    });
+
+    it(`an unreachable server: waitForSettle resolves at its timeout, never rejects (${kind})`, async () => {
+      const unreachable = unreachableClient(kind);
+      const dead = new RedisStore({ client: unreachable.client, prefix, timeoutMs: 500 });
+      try {
+        const started = performance.now();
+        await dead.waitForSettle!(randomId(), 300);
+        await dead.waitForSettle!(randomId(), 100);
+        const elapsed = performance.now() - started;
+        assert.ok(elapsed >= 390 && elapsed < 700, `resolved after ${elapsed.toFixed(0)} ms`);
+      } finally {
+        await dead.close();
+        await unreachable.close();
+      }
+    });
+  }
+});
+
 describe('RedisStore options', () => {
   it('refuses what is not a Redis client and a prefix that would move the hash tag', () => {
     assert.throws(() => new RedisStore({ client: {} as RedisClient }), InvalidOptionError);
     const client = { callBuffer: async () => null } as RedisClient;
     assert.throws(() => new RedisStore({ client, prefix: 'a{b}' }), InvalidOptionError);
     assert.throws(() => new RedisStore({ client, timeoutMs: 0 }), InvalidOptionError);
+  });
+
+  it('has no waitForSettle when the client cannot duplicate itself (waiters then poll)', () => {
+    const client = { callBuffer: async () => null } as RedisClient;
+    assert.equal(new RedisStore({ client }).waitForSettle, undefined);
+    const duplicable = { callBuffer: async () => null, duplicate: () => client };
+    assert.equal(typeof new RedisStore({ client: duplicable }).waitForSettle, 'function');
   });
 });
 

@@ -2,6 +2,12 @@
  * One Lua script per transition. Each touches exactly one key (KEYS[1], the record hash), so
  * it runs atomically on the node that owns the key's slot, Redis Cluster included.
  *
+ * The transitions that settle a record (complete, release, delete) also `PUBLISH` its id on
+ * the settle channel (ARGV: channel, id), from inside the script and only when the record
+ * changed, for the waiters of `waitForSettle`. A channel is not a key, so this keeps to one
+ * key per script; Redis Cluster broadcasts a PUBLISH to every node, so a subscriber on any
+ * node hears it.
+ *
  * Time is the server's: `TIME` inside the script. Redis ≥ 5 replicates a script's effects,
  * not the script, so reading the clock before writing is allowed (and replicas agree).
  *
@@ -42,6 +48,10 @@ local function held(key, token, now)
   local r = redis.call('HMGET', key, 'state', 'token', 'exp')
   return r[1] == 'in_progress' and r[2] == token and tonumber(r[3]) > now
 end
+-- Tells the subscribers of channel ARGV[n] that the record settled; the id is ARGV[n + 1].
+local function settled(n)
+  redis.call('PUBLISH', ARGV[n], ARGV[n + 1])
+end
 local key = KEYS[1]
 local now = now_ms()
 `;
@@ -74,21 +84,30 @@ redis.call('PEXPIREAT', key, int(exp))
 return {'acquired', exp}
 `);
 
-/** ARGV: token, outcome bytes, retentionMs. Returns 1 (ok) or 0 (lost). */
+/** ARGV: token, outcome bytes, retentionMs, settle channel, id. Returns 1 (ok) or 0 (lost). */
 export const COMPLETE = script('complete', `
 if not held(key, ARGV[1], now) then return 0 end
 local exp = int(now + tonumber(ARGV[3]))
 redis.call('HSET', key, 'state', 'completed', 'outcome', ARGV[2], 'exp', exp)
 redis.call('HDEL', key, 'token')
 redis.call('PEXPIREAT', key, exp)
+settled(4)
 return 1
 `);
 
-/** ARGV: token. Deletes the record. Returns 1 (ok) or 0 (lost). */
+/** ARGV: token, settle channel, id. Deletes the record. Returns 1 (ok) or 0 (lost). */
 export const RELEASE = script('release', `
 if not held(key, ARGV[1], now) then return 0 end
 redis.call('DEL', key)
+settled(2)
 return 1
+`);
+
+/** ARGV: settle channel, id. Deletes the record whatever its state. Returns 1 (deleted) or 0 (absent). */
+export const DELETE = script('delete', `
+local removed = redis.call('DEL', key)
+if removed == 1 then settled(1) end
+return removed
 `);
 
 /** ARGV: token, leaseMs. Returns 1 (ok) or 0 (lost). */
