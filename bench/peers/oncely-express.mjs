@@ -1,6 +1,6 @@
 // oncely's Express adapter as a contender of the peers harness: node run.mjs --plugin <this file>
 import express from 'express';
-import { idempotency } from 'oncely/express';
+import { idempotency, idempotencyErrors } from 'oncely/express';
 import { harness, storeFor } from './common.mjs';
 
 export const meta = { name: 'oncely (express)', packages: ['oncely', 'express'], stores: ['memory', 'redis'] };
@@ -13,6 +13,8 @@ export async function createServer({ store, port, redisUrl }) {
   app.post('/orders', idempotency({ store: records.store }), async (req, res) => {
     harness.sendExpress(res, await harness.placeOrder(req.body, harness.controls(req.headers)));
   });
+  // Tells oncely a handler threw (the key is released) rather than returned a 500 (stored).
+  app.use(idempotencyErrors());
   const server = await new Promise((resolve) => {
     const s = app.listen(port, '127.0.0.1', () => resolve(s));
   });

@@ -312,6 +312,9 @@ describe('idempotency (Express)', () => {
     try {
       const declared = await call(smallServer, '/raw', { 'content-type': 'text/plain', 'idempotency-key': randomUUID() }, 'x'.repeat(2048));
       assert.equal(declared.status, 413);
+      const parsed = await call(smallServer, '/orders', { 'content-type': 'application/json', 'idempotency-key': randomUUID() }, JSON.stringify({ pad: 'x'.repeat(2048) }));
+      assert.equal(parsed.status, 413, 'also when express.json() parsed it first');
+      assert.equal(small.executions('orders'), 0);
       const { port } = smallServer.address() as AddressInfo;
       const chunked = await new Promise<number>((resolve, reject) => {
         const req = httpRequest({ host: '127.0.0.1', port, path: '/raw', method: 'POST', agent: false, headers: { 'content-type': 'text/plain', 'idempotency-key': randomUUID() } }, (res) => {

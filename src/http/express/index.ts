@@ -72,11 +72,12 @@ function requestFacts(req: Request): RequestFacts {
       return values;
     },
     async body(maxBytes): Promise<RequestBody> {
+      // The declared size bounds the work whoever parses: a parser may allow more than we hash.
+      const length = Number(req.headers['content-length'] ?? 0);
+      if (length > maxBytes) return { kind: 'too-large' };
       // A parser consumed the stream (body-parser 2) or said so (body-parser 1 sets `_body`).
       if ((req as { _body?: boolean })._body === true || req.readableEnded) return req.body === undefined ? { kind: 'none' } : { kind: 'parsed', value: req.body };
-      const length = Number(req.headers['content-length'] ?? 0);
       if (req.headers['transfer-encoding'] === undefined && !(length > 0)) return { kind: 'none' };
-      if (length > maxBytes) return { kind: 'too-large' };
       const bytes = await readUpTo(req, maxBytes);
       if (!bytes) return { kind: 'too-large' };
       Object.assign(req, { body: bytes, _body: true });
