@@ -65,7 +65,9 @@ export async function claimOrWait(options: ClaimOptions): Promise<ClaimOutcome> 
 export class Execution {
   readonly #options: ClaimOptions;
   readonly #token: string;
-  readonly #controller = new AbortController();
+  /** Made when someone asks for the signal: most executions never do, and they run per request. */
+  #controller: AbortController | undefined;
+  #lost: LeaseLostError | undefined;
   readonly #stopHeartbeat: () => void;
   #ended = false;
 
@@ -77,6 +79,8 @@ export class Execution {
 
   /** Aborts (with a `LeaseLostError`) when the claim is lost; the work should stop and write nothing. */
   get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    if (this.#lost && !this.#controller.signal.aborted) this.#controller.abort(this.#lost);
     return this.#controller.signal;
   }
 
@@ -89,7 +93,7 @@ export class Execution {
   async complete(outcome: Uint8Array): Promise<void> {
     this.#end();
     try {
-      if (this.signal.aborted) throw this.signal.reason;
+      if (this.#lost) throw this.#lost;
       const { store, id, retentionMs } = this.#options;
       if ((await store.complete(id, this.#token, outcome, retentionMs)) === 'lost') throw new LeaseLostError();
     } finally {
@@ -121,7 +125,9 @@ export class Execution {
     let extending = false;
     let lastExtended = Date.now();
     const lose = () => {
-      if (!this.#ended) this.#controller.abort(new LeaseLostError());
+      if (this.#ended || this.#lost) return;
+      this.#lost = new LeaseLostError();
+      this.#controller?.abort(this.#lost);
     };
     const timer = setInterval(() => {
       if (extending) return;

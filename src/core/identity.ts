@@ -1,8 +1,11 @@
-import { createHash } from 'node:crypto';
+import crypto, { createHash } from 'node:crypto';
 import { InvalidKeyError } from './errors.js';
 
+// One-shot hashing (Node ≥ 20.12) skips the Hash object; it runs on every request.
+const oneShot = (crypto as { hash?: (algorithm: string, data: string | Uint8Array, encoding: 'hex') => string }).hash;
+
 export function sha256Hex(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+  return oneShot ? oneShot('sha256', data, 'hex') : createHash('sha256').update(data).digest('hex');
 }
 
 /** Longest key or scope accepted; bounds what a client can make us hash and store. */

@@ -1,30 +1,18 @@
 /**
  * Wakes waiters in this process as soon as a record they wait on is completed or released
- * here, so `onInProgress: { waitMs }` does not have to wait for its next poll.
+ * here, so a waiting duplicate does not have to wait for its next poll.
  */
-type Wake = () => void;
+import { Waiters } from './waiters.js';
 
-const waiters = new WeakMap<object, Map<string, Set<Wake>>>();
+const byStore = new WeakMap<object, Waiters>();
 
 /** Resolves on `signalSettled(store, id)` or after `ms`, whichever is first. */
 export function waitForSettle(store: object, id: string, ms: number): Promise<void> {
-  const byId = waiters.get(store) ?? new Map<string, Set<Wake>>();
-  waiters.set(store, byId);
-  const wakers = byId.get(id) ?? new Set<Wake>();
-  byId.set(id, wakers);
-  return new Promise<void>((resolve) => {
-    const wake = () => {
-      clearTimeout(timer);
-      wakers.delete(wake);
-      if (wakers.size === 0) byId.delete(id);
-      resolve();
-    };
-    const timer = setTimeout(wake, ms);
-    wakers.add(wake);
-  });
+  let waiters = byStore.get(store);
+  if (!waiters) byStore.set(store, (waiters = new Waiters()));
+  return waiters.wait(id, ms);
 }
 
 export function signalSettled(store: object, id: string): void {
-  const set = waiters.get(store)?.get(id);
-  if (set) for (const wake of [...set]) wake();
+  byStore.get(store)?.wake(id);
 }

@@ -247,7 +247,14 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): (request:
       }
     };
     return {
-      context: { signal: execution.signal, downstreamKey: execution.downstreamKey, ...identity },
+      // A getter, so the AbortController is only made for handlers that read the signal.
+      context: {
+        get signal() {
+          return execution.signal;
+        },
+        downstreamKey: execution.downstreamKey,
+        ...identity,
+      },
       firstResponseHeaders: [['idempotent-replayed', 'false']],
       async finish(response) {
         if (!o.storeIf(response.status)) {

@@ -142,6 +142,21 @@ describe('withIdempotency (fetch handlers)', () => {
     assert.equal(executions, 1);
   });
 
+  it('fingerprints the chosen headers, or uses a custom fingerprint', async () => {
+    const store = new MemoryStore();
+    const ok = async () => new Response('{}', { status: 201 });
+    const byTenantHeader = withIdempotency(ok, { store, namespace: 'headers', fingerprintHeaders: ['X-Currency'] });
+    const key = randomUUID();
+    assert.equal((await byTenantHeader(post(key, { amount: 1 }, { 'x-currency': 'EUR' }))).status, 201);
+    assert.equal((await byTenantHeader(post(key, { amount: 1 }, { 'x-currency': 'USD' }))).status, 422, 'another value of a fingerprinted header');
+    assert.equal((await byTenantHeader(post(key, { amount: 1 }, { 'x-currency': 'EUR', 'x-other': '1' }))).headers.get('idempotent-replayed'), 'true');
+    const byOrderId = withIdempotency(ok, { store, namespace: 'custom', fingerprint: async (request) => ((await request.clone().json()) as { orderId: string }).orderId });
+    const other = randomUUID();
+    await byOrderId(post(other, { orderId: 'o-1', note: 'first' }));
+    assert.equal((await byOrderId(post(other, { orderId: 'o-1', note: 'changed' }))).headers.get('idempotent-replayed'), 'true', 'only the custom fingerprint counts');
+    assert.equal((await byOrderId(post(other, { orderId: 'o-2' }))).status, 422);
+  });
+
   it('lets GET and key-less requests on an optional route through untouched', async () => {
     const { handler, executions } = orders();
     const endpoint = withIdempotency(handler, { store: new MemoryStore() });

@@ -128,8 +128,9 @@ export class MemoryStore implements IdempotencyStore {
     this.inProgress.delete(id);
     const now = this.now();
     const { state: _state, expiresAt: _leaseEnd, ...rest } = held.record;
-    // A private copy: the caller may reuse its buffer.
-    const entry: CompletedEntry = { record: { ...rest, state: 'completed', expiresAt: now + retentionMs, outcome: Uint8Array.from(outcome) }, older: undefined, newer: undefined };
+    // A private copy (the caller may reuse its buffer); Buffer.from copies small outcomes into
+    // Node's shared pool instead of giving each its own ArrayBuffer, which the GC feels.
+    const entry: CompletedEntry = { record: { ...rest, state: 'completed', expiresAt: now + retentionMs, outcome: Buffer.from(outcome) }, older: undefined, newer: undefined };
     this.completed.set(id, entry);
     this.recency.push(entry);
     return 'ok';

@@ -245,16 +245,15 @@ SELECT (SELECT count(*) FROM done)::int AS changed, (SELECT count(*) FROM notifi
    */
   async waitForSettle(id: string, timeoutMs: number): Promise<void> {
     const woken = this.#listener.wait(id, timeoutMs);
-    try {
-      // Listen first, then mark the record waited: a settle after the mark notifies, one before
-      // it leaves nothing to mark, and then the waiter is woken at once.
-      if (await this.#listener.listening()) {
-        const { rowCount } = await this.#pool.query(prepared(this.#markWaitedSql, [id]));
-        if (rowCount === 0) this.#listener.wake(id);
-      }
-    } catch {
-      // The store is unreachable: the waiter waits out its timeout.
-    }
+    // Listen first, then mark the record waited: a settle after the mark notifies, one before it
+    // leaves nothing to mark, and then the waiter is woken at once. In the background, so a
+    // connection that never comes (server unreachable) only leaves the timeout.
+    void this.#listener
+      .listening()
+      .then(async (listening) => {
+        if (listening && (await this.#pool.query(prepared(this.#markWaitedSql, [id]))).rowCount === 0) this.#listener.wake(id);
+      })
+      .catch(() => undefined);
     return woken;
   }
 

@@ -9,8 +9,7 @@
  * out their timeout) and the next waiter checks out a new one.
  */
 import type { Notification, Pool, PoolClient } from 'pg';
-
-type Wake = () => void;
+import { Waiters } from '../../core/waiters.js';
 
 /** After a failed checkout or LISTEN, waiters in the next second wait out their timeout instead of retrying at once. */
 const RETRY_AFTER_MS = 1_000;
@@ -20,7 +19,7 @@ const POOL_ENDING_CHECK_MS = 1_000;
 export class SettleListener {
   readonly #pool: Pool;
   readonly #channel: string;
-  readonly #waiters = new Map<string, Set<Wake>>();
+  readonly #waiters = new Waiters();
   /** The listening connection and how to let go of it. */
   #held: { client: PoolClient; drop: () => void } | undefined;
   /** The connect-and-LISTEN under way, if any. */
@@ -34,29 +33,18 @@ export class SettleListener {
     this.#channel = channel;
   }
 
-  /** Resolves on a notification for `id` or after `timeoutMs`; never rejects. */
+  /** Resolves on a settle of `id` or after `timeoutMs`; never rejects. */
   wait(id: string, timeoutMs: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      let wakers = this.#waiters.get(id);
-      if (wakers === undefined) this.#waiters.set(id, (wakers = new Set()));
-      const own = wakers;
-      const wake = () => {
-        clearTimeout(timer);
-        own.delete(wake);
-        if (own.size === 0 && this.#waiters.get(id) === own) this.#waiters.delete(id);
-        resolve();
-      };
-      const timer = setTimeout(wake, timeoutMs);
-      own.add(wake);
-      this.#listen();
-    });
+    const woken = this.#waiters.wait(id, timeoutMs);
+    this.#listen();
+    return woken;
   }
 
   /** Lets go of the listening connection (destroyed, not returned to the pool) and wakes every waiter. */
   close(): void {
     this.#closed = true;
     this.#held?.drop();
-    for (const wakers of [...this.#waiters.values()]) for (const wake of [...wakers]) wake();
+    this.#waiters.wakeAll();
   }
 
   /** Whether this listener LISTENs now, after any connection attempt under way has ended. */
@@ -67,8 +55,7 @@ export class SettleListener {
 
   /** Wakes the waiters of `id` (it settled before they could be notified). */
   wake(id: string): void {
-    const wakers = this.#waiters.get(id);
-    if (wakers !== undefined) for (const wake of [...wakers]) wake();
+    this.#waiters.wake(id);
   }
 
   #listen(): void {

@@ -134,7 +134,19 @@ export class RedisStore implements IdempotencyStore {
     if (subscribe !== undefined) {
       const settle = new SettleSubscription({ ...this.#runner, subscribe }, this.#channel);
       this.#settle = settle;
-      this.waitForSettle = async (id, waitMs) => settle.wait(id, waitMs);
+      this.waitForSettle = async (id, waitMs) => {
+        const woken = settle.wait(id, waitMs);
+        // Subscribed first, then looked: a settle after the look is published to us, one before
+        // it shows in the record, and then the waiter is woken at once. In the background, so a
+        // subscription that never comes (server unreachable) only leaves the timeout.
+        void settle
+          .listening()
+          .then(async (listening) => {
+            if (listening && (await this.get(id))?.state !== 'in_progress') settle.wake(id);
+          })
+          .catch(() => undefined);
+        return woken;
+      };
     }
   }
 

@@ -262,13 +262,31 @@ describe('RedisStore waitForSettle (pub/sub)', { skip }, () => {
       }
     });
 
+    it(`a waiter on a record that is absent or already settled wakes at once (${kind})`, async () => {
+      const waiter = storeOn(kind);
+      try {
+        const id = randomId();
+        const token = tokenOf(await waiter.claim({ id, fingerprint: FP, leaseMs: MINUTE }));
+        assert.equal(await waiter.complete(id, token, Buffer.from('done'), MINUTE), 'ok');
+        const started = performance.now();
+        await waiter.waitForSettle!(id, 5_000);
+        await waiter.waitForSettle!(randomId(), 5_000);
+        assert.ok(performance.now() - started < 1_000, 'no waiting out the timeout');
+      } finally {
+        await waiter.close();
+      }
+    });
+
     it(`many waiters share one subscription and all wake on one complete (${kind})`, async () => {
       const waiter = storeOn(kind);
       try {
         const id = randomId();
         const token = tokenOf(await waiter.claim({ id, fingerprint: FP, leaseMs: MINUTE }));
         const woke = Array.from({ length: 50 }, () => waiter.waitForSettle!(id, 10_000));
-        const unrelated = Array.from({ length: 5 }, () => settledAt(waiter.waitForSettle!(randomId(), 1_000)));
+        // Other records in progress too: a waiter on an absent or settled record wakes at once.
+        const others = Array.from({ length: 5 }, randomId);
+        for (const other of others) await waiter.claim({ id: other, fingerprint: FP, leaseMs: MINUTE });
+        const unrelated = others.map((other) => settledAt(waiter.waitForSettle!(other, 1_000)));
         await until(async () => (await subscribers()) === 1, 'the subscriber');
         await new Promise((resolve) => setTimeout(resolve, 50));
         assert.equal(await subscribers(), 1);

@@ -8,9 +8,8 @@
  * after a network failure; should it end for good, or fail to subscribe, it is dropped
  * (waiters wait out their timeout) and the next waiter makes a new one.
  */
+import { Waiters } from '../../core/waiters.js';
 import type { ScriptRunner, Subscriber } from './client.js';
-
-type Wake = () => void;
 
 /** After a failed subscription, waiters in the next second wait out their timeout instead of retrying at once. */
 const RETRY_AFTER_MS = 1_000;
@@ -19,7 +18,7 @@ export class SettleSubscription {
   readonly #subscribe: NonNullable<ScriptRunner['subscribe']>;
   readonly #onClientEnd: ScriptRunner['onClientEnd'];
   readonly #channel: string;
-  readonly #waiters = new Map<string, Set<Wake>>();
+  readonly #waiters = new Waiters();
   /** The current subscriber and how to let go of it. */
   #held: { subscriber: Subscriber; drop: () => void } | undefined;
   #retryAt = 0;
@@ -31,29 +30,30 @@ export class SettleSubscription {
     this.#channel = channel;
   }
 
-  /** Resolves on a message for `id` or after `timeoutMs`; never rejects. */
+  /** Resolves on a settle of `id` or after `timeoutMs`; never rejects. */
   wait(id: string, timeoutMs: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      let wakers = this.#waiters.get(id);
-      if (wakers === undefined) this.#waiters.set(id, (wakers = new Set()));
-      const own = wakers;
-      const wake = () => {
-        clearTimeout(timer);
-        own.delete(wake);
-        if (own.size === 0 && this.#waiters.get(id) === own) this.#waiters.delete(id);
-        resolve();
-      };
-      const timer = setTimeout(wake, timeoutMs);
-      own.add(wake);
-      this.#listen();
-    });
+    const woken = this.#waiters.wait(id, timeoutMs);
+    this.#listen();
+    return woken;
+  }
+
+  /** Whether a subscription is confirmed now (waiting for one being made). */
+  async listening(): Promise<boolean> {
+    const held = this.#held;
+    if (held === undefined) return false;
+    return held.subscriber.ready.then(() => this.#held === held, () => false);
+  }
+
+  /** Wakes the waiters of `id` (it settled before they could be notified). */
+  wake(id: string): void {
+    this.#waiters.wake(id);
   }
 
   /** Closes the subscriber connection (only that one) and wakes every waiter. */
   close(): void {
     this.#closed = true;
     this.#held?.drop();
-    for (const wakers of [...this.#waiters.values()]) for (const wake of [...wakers]) wake();
+    this.#waiters.wakeAll();
   }
 
   #listen(): void {
@@ -69,10 +69,7 @@ export class SettleSubscription {
     let subscriber: Subscriber;
     try {
       subscriber = this.#subscribe(this.#channel, {
-        message: (id) => {
-          const wakers = this.#waiters.get(id);
-          if (wakers !== undefined) for (const wake of [...wakers]) wake();
-        },
+        message: (id) => this.#waiters.wake(id),
         end: () => drop(),
       });
     } catch {
