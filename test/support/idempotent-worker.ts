@@ -8,31 +8,13 @@
  *   hang  — one call whose work never ends (the parent SIGKILLs this process mid-work).
  */
 import { appendFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import { idempotent } from '../../src/core/idempotent.js';
-import type { IdempotencyStore } from '../../src/core/types.js';
-import { PostgresStore } from '../../src/stores/postgres/index.js';
-import { RedisStore } from '../../src/stores/redis/index.js';
-import { SqliteStore } from '../../src/stores/sqlite/index.js';
+import { storeFromEnv } from './store-from-env.js';
 
 const env = process.env as Record<string, string>;
 const [mode, key] = process.argv.slice(-2) as [string, string];
 
-function makeStore(): IdempotencyStore {
-  switch (env.ONCELY_WORKER_STORE) {
-    case 'sqlite':
-      return new SqliteStore({ path: env.ONCELY_WORKER_SQLITE! });
-    case 'postgres':
-      return new PostgresStore({ pool: new pg.Pool({ connectionString: env.ONCELY_WORKER_POSTGRES }), table: env.ONCELY_WORKER_TABLE });
-    case 'redis':
-      return new RedisStore({ client: new Redis(env.ONCELY_WORKER_REDIS!), prefix: env.ONCELY_WORKER_PREFIX });
-    default:
-      throw new Error(`unknown store ${env.ONCELY_WORKER_STORE}`);
-  }
-}
-
-const store = makeStore();
+const store = storeFromEnv();
 const placeOrder = idempotent(
   async (orderKey: string) => {
     appendFileSync(env.ONCELY_WORKER_EFFECTS!, `${process.pid} ${orderKey}\n`);
