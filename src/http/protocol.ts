@@ -99,16 +99,17 @@ const TRANSIENT_STATUSES = new Set([408, 429, 502, 503, 504]);
 const MIB = 1024 * 1024;
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
 
-export interface ResolvedOptions<Req> extends Required<Omit<IdempotencyOptions<Req>, 'scope' | 'fingerprint' | 'observer'>> {
+/** The options with their defaults applied. */
+export interface ProtocolSettings<Req> extends Required<Omit<IdempotencyOptions<Req>, 'scope' | 'fingerprint' | 'observer'>> {
   scope: IdempotencyOptions<Req>['scope'];
   fingerprint: IdempotencyOptions<Req>['fingerprint'];
   observer: IdempotencyOptions<Req>['observer'];
 }
 
 /** Defaults applied and every number checked once, when the middleware is created. */
-export function resolveOptions<Req>(options: IdempotencyOptions<Req>): ResolvedOptions<Req> {
+function resolveOptions<Req>(options: IdempotencyOptions<Req>): ProtocolSettings<Req> {
   if (!options || typeof options.store?.claim !== 'function') throw new InvalidOptionError('idempotency(): `store` is required (an IdempotencyStore)');
-  const resolved: ResolvedOptions<Req> = {
+  const resolved: ProtocolSettings<Req> = {
     store: options.store,
     required: options.required ?? false,
     methods: (options.methods ?? DEFAULT_METHODS).map((method) => method.toUpperCase()),
@@ -165,8 +166,15 @@ function replay(stored: ReturnType<typeof decodeStoredResponse>): ResponseParts 
   return { status: stored.status, headers: [...stored.headers, replayed], body: stored.body };
 }
 
-/** Creates the protocol for one middleware instance. */
-export function createProtocol<Req>(options: IdempotencyOptions<Req>): (request: Req, facts: RequestFacts) => Promise<Decision> {
+export interface Protocol<Req> {
+  /** Decides what happens to one request. */
+  decide(request: Req, facts: RequestFacts): Promise<Decision>;
+  /** The options with their defaults, for what the adapter itself needs (e.g. `maxStoredBytes`). */
+  settings: ProtocolSettings<Req>;
+}
+
+/** Creates the protocol for one middleware instance; the options are checked here, once. */
+export function createProtocol<Req>(options: IdempotencyOptions<Req>): Protocol<Req> {
   const o = resolveOptions(options);
   const observe = (event: IdempotencyEvent) => {
     try {
@@ -176,7 +184,9 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): (request:
     }
   };
 
-  return async function decide(request: Req, facts: RequestFacts): Promise<Decision> {
+  return { decide, settings: o };
+
+  async function decide(request: Req, facts: RequestFacts): Promise<Decision> {
     const started = performance.now();
     const elapsed = () => performance.now() - started;
     if (!o.methods.includes(facts.method.toUpperCase())) return { action: 'pass' };
@@ -231,7 +241,7 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): (request:
       case 'acquired':
         return { action: 'execute', execution: httpExecution(claim.execution, { namespace: o.namespace, scope, key }, started) };
     }
-  };
+  }
 
   function httpExecution(execution: Execution, identity: { namespace: string; scope: string; key: string }, started: number): HttpExecution {
     const { key } = identity;

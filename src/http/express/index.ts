@@ -3,7 +3,7 @@
  */
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { runInExecutionContext } from '../../core/execution-context.js';
-import { createProtocol, resolveOptions, type HttpExecution, type IdempotencyOptions } from '../protocol.js';
+import { createProtocol, type HttpExecution, type IdempotencyOptions } from '../protocol.js';
 import type { RequestBody, RequestFacts, ResponseParts } from '../types.js';
 
 export type { IdempotencyOptions, IdempotencyEvent } from '../protocol.js';
@@ -37,8 +37,8 @@ const thrown = new WeakMap<Request, { error: unknown }>();
  * ```
  */
 export const idempotency = (options: IdempotencyOptions<Request>): RequestHandler => {
-  const decide = createProtocol(options);
-  const { maxStoredBytes, onThrow, leaseMs } = resolveOptions(options);
+  const { decide, settings } = createProtocol(options);
+  const { maxStoredBytes, onThrow, leaseMs } = settings;
 
   return function idempotencyMiddleware(req, res, next) {
     decide(req, requestFacts(req)).then((decision) => {

@@ -5,7 +5,7 @@ import { Readable, Transform, pipeline } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { runInExecutionContext } from '../../core/execution-context.js';
-import { createProtocol, resolveOptions, type Decision, type HttpExecution, type IdempotencyOptions } from '../protocol.js';
+import { createProtocol, type Decision, type HttpExecution, type IdempotencyOptions } from '../protocol.js';
 import type { RequestBody, RequestFacts, ResponseParts } from '../types.js';
 
 export type { IdempotencyOptions, IdempotencyEvent } from '../protocol.js';
@@ -48,10 +48,10 @@ const oncelyPlugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async (fasti
   fastify.addHook('onRoute', (route) => {
     const config = route.config?.idempotency;
     if (config === false) return;
-    const merged = typeof config === 'object' ? { ...options, ...config } : options;
-    const { methods, maxStoredBytes } = resolveOptions(merged);
+    const protocol = typeof config === 'object' ? createProtocol({ ...options, ...config }) : shared;
+    const { methods, maxStoredBytes } = protocol.settings;
     if (![route.method].flat().some((method) => methods.includes(method.toUpperCase()))) return;
-    protectRoute(route as RouteOptions, merged === options ? shared : createProtocol(merged), maxStoredBytes);
+    protectRoute(route as RouteOptions, protocol.decide, maxStoredBytes);
   });
 };
 

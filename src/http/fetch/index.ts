@@ -3,7 +3,7 @@
  * handlers, Bun.serve, Deno.serve, Cloudflare Workers.
  */
 import { runInExecutionContext } from '../../core/execution-context.js';
-import { createProtocol, resolveOptions, type IdempotencyOptions } from '../protocol.js';
+import { createProtocol, type IdempotencyOptions } from '../protocol.js';
 import { finishWithResponse, requestFacts, toResponse } from '../web.js';
 
 export type { IdempotencyOptions, IdempotencyEvent } from '../protocol.js';
@@ -23,8 +23,8 @@ export interface FetchIdempotencyOptions extends IdempotencyOptions<Request> {
  * ```
  */
 export function withIdempotency(handler: (request: Request) => Response | Promise<Response>, options: FetchIdempotencyOptions): (request: Request) => Promise<Response> {
-  const decide = createProtocol(options);
-  const { maxStoredBytes } = resolveOptions(options);
+  const { decide, settings } = createProtocol(options);
+  const { maxStoredBytes } = settings;
   const routeOf = options.route ?? ((request: Request) => {
     const url = new URL(request.url);
     return url.pathname + url.search;

@@ -3,7 +3,7 @@
  */
 import type { Context, MiddlewareHandler } from 'hono';
 import { runInExecutionContext } from '../../core/execution-context.js';
-import { createProtocol, resolveOptions, type IdempotencyOptions } from '../protocol.js';
+import { createProtocol, type IdempotencyOptions } from '../protocol.js';
 import { finishWithResponse, requestFacts, toResponse } from '../web.js';
 
 export type { IdempotencyOptions, IdempotencyEvent } from '../protocol.js';
@@ -19,8 +19,8 @@ export type { IdempotencyOptions, IdempotencyEvent } from '../protocol.js';
  * ```
  */
 export const idempotency = (options: IdempotencyOptions<Context>): MiddlewareHandler => {
-  const decide = createProtocol(options);
-  const { maxStoredBytes } = resolveOptions(options);
+  const { decide, settings } = createProtocol(options);
+  const { maxStoredBytes } = settings;
 
   return async function idempotencyMiddleware(c, next) {
     // The concrete path and query, not c.req.routePath: under app.use('/api/*') every route would share one pattern.
