@@ -208,11 +208,13 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): Protocol<
       fingerprint = sha256Hex(canonicalJson([facts.method.toUpperCase(), facts.route, bodyDigest(body), headers]));
     }
 
+    // Outside the try: a scope callback returning a bad value is the app's bug, not a store outage.
+    const id = identityId(o.namespace, scope, key);
     let claim: Awaited<ReturnType<typeof claimOrWait>>;
     try {
       claim = await claimOrWait({
         store: o.store,
-        id: identityId(o.namespace, scope, key),
+        id,
         fingerprint,
         meta: { namespace: o.namespace, scope, key },
         leaseMs: o.leaseMs,
