@@ -29,78 +29,83 @@ function tokenOf(claim: Claim): string {
   return (claim as Extract<Claim, { status: 'acquired' }>).token;
 }
 
-describe('RedisStore on Redis', { skip }, () => {
+/**
+ * Registers, in the calling describe, one client of each library plus an ioredis inspector
+ * that only reads what the stores wrote; closes them and removes the test keys afterwards.
+ */
+function useClients(): { clients: Record<ClientKind, TestClient>; redis: () => Redis } {
   const clients = {} as Record<ClientKind, TestClient>;
-  // A third connection that only inspects what the stores wrote.
   let inspector: TestClient;
-  let redis: Redis;
-  const storeOn = (kind: ClientKind, options: { timeoutMs?: number } = {}) => new RedisStore({ client: clients[kind].client, prefix, ...options });
-  const keyOf = (id: string) => `${prefix}:{${id}}`;
-  const serverNow = async () => {
-    const [seconds, micros] = await redis.time();
-    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-  };
-
   before(async () => {
     for (const kind of KINDS) clients[kind] = await connectClient(kind);
     inspector = await connectClient('ioredis');
-    redis = inspector.client as Redis;
   });
-
   after(async () => {
     await Promise.all([...Object.values(clients), inspector].map((client) => client.close()));
     await removeKeys(prefix);
   });
+  return { clients, redis: () => inspector.client as Redis };
+}
+
+describe('RedisStore on Redis', { skip }, () => {
+  const { clients, redis: inspector } = useClients();
+  const storeOn = (kind: ClientKind, options: { timeoutMs?: number } = {}) => new RedisStore({ client: clients[kind].client, prefix, ...options });
+  const keyOf = (id: string) => `${prefix}:{${id}}`;
+  const serverNow = async () => {
+    const [seconds, micros] = await inspector().time();
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  };
+
 
   it('keeps each record in one hash named by its id inside a hash tag, never by the raw key', async () => {
     const id = randomId();
     const rawKey = `raw-client-key-${randomUUID()}`;
     await storeOn('ioredis').claim({ id, fingerprint: FP, leaseMs: MINUTE, meta: { namespace: 'orders', scope: 'tenant-1', key: rawKey } });
-    assert.deepEqual(await redis.keys(`${prefix}*`), [keyOf(id)]);
-    assert.deepEqual(await redis.keys(`*${rawKey}*`), [], 'the raw key never becomes a key name');
-    assert.equal(await redis.type(keyOf(id)), 'hash');
-    const hash = await redis.hgetall(keyOf(id));
+    assert.deepEqual(await inspector().keys(`${prefix}*`), [keyOf(id)]);
+    assert.deepEqual(await inspector().keys(`*${rawKey}*`), [], 'the raw key never becomes a key name');
+    assert.equal(await inspector().type(keyOf(id)), 'hash');
+    const hash = await inspector().hgetall(keyOf(id));
     assert.deepEqual(Object.keys(hash).sort(), ['created', 'exp', 'fp', 'key', 'ns', 'scope', 'state', 'token']);
     assert.equal(hash.key, rawKey, 'the raw key is kept inside the record for operators');
-    await redis.del(keyOf(id));
+    await inspector().del(keyOf(id));
   });
 
   it('lets Redis expire records: lease end while in progress, retention end once completed', async () => {
     const store = storeOn('node-redis');
     const id = randomId();
     const token = tokenOf(await store.claim({ id, fingerprint: FP, leaseMs: MINUTE }));
-    const leaseTtl = await redis.pttl(keyOf(id));
+    const leaseTtl = await inspector().pttl(keyOf(id));
     assert.ok(leaseTtl > MINUTE - 2_000 && leaseTtl <= MINUTE, `PTTL ${leaseTtl} ≈ lease`);
     assert.equal(await store.extend(id, token, 2 * MINUTE), 'ok');
-    const extendedTtl = await redis.pttl(keyOf(id));
+    const extendedTtl = await inspector().pttl(keyOf(id));
     assert.ok(extendedTtl > 2 * MINUTE - 2_000 && extendedTtl <= 2 * MINUTE, `PTTL ${extendedTtl} ≈ extended lease`);
     assert.equal(await store.complete(id, token, Buffer.from('done'), 7 * DAY), 'ok');
-    const retentionTtl = await redis.pttl(keyOf(id));
+    const retentionTtl = await inspector().pttl(keyOf(id));
     assert.ok(retentionTtl > 7 * DAY - 2_000 && retentionTtl <= 7 * DAY, `PTTL ${retentionTtl} ≈ retention`);
-    assert.equal(await redis.hexists(keyOf(id), 'token'), 0, 'a completed record has no holder');
-    assert.equal(Number(await redis.hget(keyOf(id), 'exp')), (await store.get(id))?.expiresAt);
+    assert.equal(await inspector().hexists(keyOf(id), 'token'), 0, 'a completed record has no holder');
+    assert.equal(Number(await inspector().hget(keyOf(id), 'exp')), (await store.get(id))?.expiresAt);
 
     const released = randomId();
     assert.equal(await store.release(released, tokenOf(await store.claim({ id: released, fingerprint: FP, leaseMs: MINUTE }))), 'ok');
-    assert.equal(await redis.exists(keyOf(released)), 0, 'release deletes the key');
+    assert.equal(await inspector().exists(keyOf(released)), 0, 'release deletes the key');
     assert.equal(await store.purgeExpired(), 0, 'nothing to purge: Redis expires keys itself');
-    await redis.del(keyOf(id));
+    await inspector().del(keyOf(id));
   });
 
   for (const kind of KINDS) {
     it(`reloads its scripts after SCRIPT FLUSH (${kind})`, async () => {
       const store = storeOn(kind);
       const id = randomId();
-      await redis.script('FLUSH');
+      await inspector().script('FLUSH');
       const token = tokenOf(await store.claim({ id, fingerprint: FP, leaseMs: MINUTE }));
-      assert.deepEqual(await redis.script('EXISTS', CLAIM.sha), [1], 'the fallback cached the script again');
-      await redis.script('FLUSH');
+      assert.deepEqual(await inspector().script('EXISTS', CLAIM.sha), [1], 'the fallback cached the script again');
+      await inspector().script('FLUSH');
       assert.equal(await store.complete(id, token, Buffer.from('after flush'), MINUTE), 'ok');
-      await redis.script('FLUSH');
+      await inspector().script('FLUSH');
       const record = await store.get(id);
       assert.ok(record?.state === 'completed');
       assert.equal(Buffer.from(record.outcome).toString(), 'after flush');
-      await redis.del(keyOf(id));
+      await inspector().del(keyOf(id));
     });
   }
 
@@ -128,7 +133,7 @@ describe('RedisStore on Redis', { skip }, () => {
     const claims = await Promise.all(Array.from({ length: 200 }, (_, i) => stores[i % 2]!.claim({ id, fingerprint: FP, leaseMs: MINUTE })));
     assert.equal(claims.filter((claim) => claim.status === 'acquired').length, 1);
     assert.equal(claims.filter((claim) => claim.status === 'in_progress').length, 199);
-    await redis.del(keyOf(id));
+    await inspector().del(keyOf(id));
   });
 
   it("reads time from the server's clock, not Date.now()", async () => {
@@ -147,17 +152,17 @@ describe('RedisStore on Redis', { skip }, () => {
     } finally {
       Date.now = originalNow;
     }
-    await redis.del(keyOf(id));
+    await inspector().del(keyOf(id));
   });
 
   it('turns server errors into StoreUnavailableError with the cause', async () => {
     for (const kind of KINDS) {
       const id = randomId();
-      await redis.set(keyOf(id), 'not a hash');
+      await inspector().set(keyOf(id), 'not a hash');
       const error = await storeOn(kind).claim({ id, fingerprint: FP, leaseMs: MINUTE }).then(() => undefined, (e: unknown) => e);
       assert.ok(error instanceof StoreUnavailableError, `${kind}: ${String(error)}`);
       assert.match(String((error.cause as Error).message), /WRONGTYPE/);
-      await redis.del(keyOf(id));
+      await inspector().del(keyOf(id));
     }
   });
 
@@ -181,7 +186,7 @@ describe('RedisStore on Redis', { skip }, () => {
         await assert.rejects(store.claim({ id, fingerprint: FP, leaseMs: MINUTE }), StoreUnavailableError);
         await assert.rejects(store.get(id), StoreUnavailableError);
         assert.ok(performance.now() - started < 1_500, 'each call gave up after its 500 ms');
-        await redis.del(keyOf(id));
+        await inspector().del(keyOf(id));
       } finally {
         await through.close();
       }
@@ -191,12 +196,10 @@ describe('RedisStore on Redis', { skip }, () => {
 
 describe('RedisStore waitForSettle (pub/sub)', { skip }, () => {
   const channel = `${prefix}:settled`;
-  const clients = {} as Record<ClientKind, TestClient>;
-  let inspector: TestClient;
-  let redis: Redis;
+  const { clients, redis: inspector } = useClients();
   const storeOn = (kind: ClientKind) => new RedisStore({ client: clients[kind].client, prefix });
   const otherKind = (kind: ClientKind): ClientKind => (kind === 'ioredis' ? 'node-redis' : 'ioredis');
-  const subscribers = async () => Number(((await redis.pubsub('NUMSUB', channel)) as [string, number])[1]);
+  const subscribers = async () => Number(((await inspector().pubsub('NUMSUB', channel)) as [string, number])[1]);
   /** Resolves once `condition()` holds; fails after `ms`. */
   async function until(condition: () => Promise<boolean>, what: string, ms = 3_000): Promise<void> {
     const deadline = Date.now() + ms;
@@ -207,16 +210,6 @@ describe('RedisStore waitForSettle (pub/sub)', { skip }, () => {
   }
   const settledAt = (wait: Promise<void>): Promise<number> => wait.then(() => performance.now());
 
-  before(async () => {
-    for (const kind of KINDS) clients[kind] = await connectClient(kind);
-    inspector = await connectClient('ioredis');
-    redis = inspector.client as Redis;
-  });
-
-  after(async () => {
-    await Promise.all([...Object.values(clients), inspector].map((client) => client.close()));
-    await removeKeys(prefix);
-  });
 
   for (const kind of KINDS) {
     for (const [name, settle] of [
