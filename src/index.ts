@@ -30,4 +30,7 @@ export type {
   Claim,
   FencedResult,
   PurgeOptions,
+  OperableStore,
+  StoreStats,
+  RecordQuery,
 } from './core/types.js';

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidOptionError, StoreUnavailableError } from './errors.js';
 import { sameDigest } from './identity.js';
-import type { Claim, IdempotencyRecord } from './types.js';
+import type { Claim, IdempotencyRecord, RecordQuery, StoreStats } from './types.js';
 
 /** Default bound on one store round trip. */
 export const DEFAULT_STORE_TIMEOUT_MS = 5_000;
@@ -55,4 +55,51 @@ export function purgeLimit(limit: number | undefined): number {
   const value = limit ?? 1000;
   assertDuration('purge limit', value);
   return value;
+}
+
+/** Validates a `findByKey` query; the limit defaults to 20. */
+export function recordQuery(query: RecordQuery): Required<Pick<RecordQuery, 'key' | 'limit'>> & Pick<RecordQuery, 'namespace' | 'scope'> {
+  if (typeof query?.key !== 'string' || query.key.length === 0) throw new InvalidOptionError('findByKey needs a non-empty `key`');
+  for (const part of ['namespace', 'scope'] as const) {
+    if (query[part] !== undefined && typeof query[part] !== 'string') throw new InvalidOptionError(`findByKey: ${part} must be a string`);
+  }
+  const limit = query.limit ?? 20;
+  assertDuration('findByKey limit', limit);
+  return { ...query, limit };
+}
+
+/** Whether a record's meta matches a validated query. */
+export function matchesQuery(record: Pick<IdempotencyRecord, 'meta'>, query: RecordQuery): boolean {
+  const meta = record.meta;
+  return meta?.key === query.key
+    && (query.namespace === undefined || meta.namespace === query.namespace)
+    && (query.scope === undefined || meta.scope === query.scope);
+}
+
+/** Newest first, at most `limit`: the order `findByKey` promises. */
+export function newestFirst(records: IdempotencyRecord[], limit: number): IdempotencyRecord[] {
+  return records.sort((a, b) => b.createdAt - a.createdAt).slice(0, limit);
+}
+
+/** Counts records (live or lapsed) into `StoreStats`, for stores that scan in process. */
+export class StatsTally {
+  readonly #stats: StoreStats;
+
+  constructor(now: number) {
+    this.#stats = { inProgress: 0, completed: 0, lapsed: 0, now };
+  }
+
+  add(record: Pick<IdempotencyRecord, 'state' | 'createdAt' | 'expiresAt'>): void {
+    const stats = this.#stats;
+    if (record.expiresAt <= stats.now) stats.lapsed++;
+    else if (record.state === 'completed') stats.completed++;
+    else {
+      stats.inProgress++;
+      if (stats.oldestInProgressAt === undefined || record.createdAt < stats.oldestInProgressAt) stats.oldestInProgressAt = record.createdAt;
+    }
+  }
+
+  get stats(): StoreStats {
+    return { ...this.#stats };
+  }
 }

@@ -108,3 +108,50 @@ export interface IdempotencyStore {
   /** Release what the store itself opened. A client passed in by the user stays open. */
   close(): Promise<void>;
 }
+
+/** What `oncely stats` shows: live records by state. Times are the store's clock, epoch ms. */
+export interface StoreStats {
+  /** Claims whose lease has not lapsed. */
+  inProgress: number;
+  /** Outcomes still within their retention. */
+  completed: number;
+  /**
+   * Lapsed records still kept (removed by `purgeExpired`). Always 0 on Redis, which removes
+   * lapsed records itself.
+   */
+  lapsed: number;
+  /** `createdAt` of the oldest live in-progress claim; absent when there is none. */
+  oldestInProgressAt?: number;
+  /** The store's clock when it counted. */
+  now: number;
+}
+
+/** Which records `findByKey` returns: the raw key, narrowed by namespace and scope when given. */
+export interface RecordQuery {
+  key: string;
+  namespace?: string;
+  scope?: string;
+  /** Most records returned, newest first. Default 20. */
+  limit?: number;
+}
+
+/**
+ * Operator commands, for people looking after a store (the `oncely` CLI), not for request
+ * paths: they may scan. Every built-in store implements them; a custom store need not.
+ */
+export interface OperableStore extends IdempotencyStore {
+  /** Live records by state, and the oldest live claim. Scans the store. */
+  stats(): Promise<StoreStats>;
+  /**
+   * Live records whose stored `meta.key` is `query.key` (and namespace/scope, when given):
+   * for finding a record without knowing the scope it was made under. Scans the store.
+   */
+  findByKey(query: RecordQuery): Promise<IdempotencyRecord[]>;
+  /**
+   * Removes record `id` only while it is a live in-progress claim, so the next claim runs the
+   * work again: for a claim stuck behind a holder that is known to be gone. A completed
+   * outcome is never removed by it. True when a claim was removed; its holder's later
+   * `complete` or `release` gets `lost`.
+   */
+  forceRelease(id: string): Promise<boolean>;
+}

@@ -15,7 +15,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StoreUnavailableError } from '../core/errors.js';
 import { sha256Hex } from '../core/identity.js';
-import type { Claim, IdempotencyStore } from '../core/types.js';
+import type { Claim, IdempotencyStore, OperableStore } from '../core/types.js';
 
 export interface StoreContractOptions {
   /** A fresh store on the real server. Called once per test; the suite closes it. */
@@ -51,6 +51,19 @@ function bytes(text: string): Uint8Array {
 function acquired(claim: Claim): string {
   assert.equal(claim.status, 'acquired', `expected acquired, got ${claim.status}`);
   return (claim as Extract<Claim, { status: 'acquired' }>).token;
+}
+
+function isOperable(store: IdempotencyStore): store is OperableStore {
+  const candidate = store as Partial<OperableStore>;
+  return typeof candidate.stats === 'function' && typeof candidate.findByKey === 'function' && typeof candidate.forceRelease === 'function';
+}
+
+/** Runs `body` with the store when it has the operator commands (`OperableStore`). */
+function withOperableStore(make: StoreContractOptions['makeStore'], body: (store: OperableStore) => Promise<void>): (context: { skip(reason: string): void }) => Promise<void> {
+  return (context) => withStore(make, async (store) => {
+    if (isOperable(store)) await body(store);
+    else context.skip('the store has no operator commands (OperableStore)');
+  });
 }
 
 /** Runs `body` with a fresh store and always closes it. */
@@ -289,6 +302,54 @@ export function storeContract(name: string, options: StoreContractOptions): void
         assert.equal(await store.get(id), undefined);
         acquired(await store.claim({ id, fingerprint: FP_A, leaseMs: LONG_LEASE }));
       }));
+
+    it('operators: force-releases only a live in-progress claim, never a stored outcome', withOperableStore(make, async (store) => {
+      const stuck = randomId();
+      const token = acquired(await store.claim({ id: stuck, fingerprint: FP_A, leaseMs: LONG_LEASE }));
+      assert.equal(await store.forceRelease(stuck), true);
+      assert.equal(await store.get(stuck), undefined);
+      assert.equal(await store.complete(stuck, token, bytes('late'), DAY), 'lost', 'the stuck holder is fenced out');
+      const done = randomId();
+      await store.complete(done, acquired(await store.claim({ id: done, fingerprint: FP_A, leaseMs: LONG_LEASE })), bytes('x'), DAY);
+      assert.equal(await store.forceRelease(done), false);
+      assert.equal((await store.get(done))?.state, 'completed');
+      assert.equal(await store.forceRelease(randomId()), false);
+    }));
+
+    it('operators: finds live records by their raw key, narrowed by namespace and scope, newest first', withOperableStore(make, async (store) => {
+      const key = `order-${randomId().slice(0, 12)}`;
+      const older = randomId();
+      const newer = randomId();
+      const other = randomId();
+      await store.complete(older, acquired(await store.claim({ id: older, fingerprint: FP_A, leaseMs: LONG_LEASE, meta: { namespace: 'http', scope: 'alice', key } })), bytes('x'), DAY);
+      await sleep(5);
+      acquired(await store.claim({ id: newer, fingerprint: FP_B, leaseMs: LONG_LEASE, meta: { namespace: 'http', scope: 'bob', key } }));
+      acquired(await store.claim({ id: other, fingerprint: FP_A, leaseMs: LONG_LEASE, meta: { namespace: 'jobs', scope: 'alice', key: `${key}-other` } }));
+      assert.deepEqual((await store.findByKey({ key })).map((record) => record.id), [newer, older]);
+      assert.deepEqual((await store.findByKey({ key, scope: 'alice' })).map((record) => record.id), [older]);
+      assert.deepEqual((await store.findByKey({ key, namespace: 'jobs' })).map((record) => record.id), []);
+      assert.deepEqual((await store.findByKey({ key, limit: 1 })).map((record) => record.id), [newer]);
+      const [found] = await store.findByKey({ key, scope: 'alice' });
+      assert.equal(found?.state, 'completed');
+      assert.deepEqual(found?.meta, { namespace: 'http', scope: 'alice', key });
+      await assert.rejects(store.findByKey({ key: '' }), /non-empty/);
+    }));
+
+    it('operators: counts live records by state and names the oldest claim', withOperableStore(make, async (store) => {
+      // Other tests may share the server, so this checks what its own records add.
+      const before = await store.stats();
+      const ids = [randomId(), randomId(), randomId()];
+      const tokens = [];
+      for (const id of ids) tokens.push(acquired(await store.claim({ id, fingerprint: FP_A, leaseMs: LONG_LEASE })));
+      await store.complete(ids[2]!, tokens[2]!, bytes('x'), DAY);
+      const after = await store.stats();
+      assert.ok(after.inProgress >= before.inProgress + 2, `in progress ${before.inProgress} → ${after.inProgress}`);
+      assert.ok(after.completed >= before.completed + 1, `completed ${before.completed} → ${after.completed}`);
+      const claimedAt = (await store.get(ids[0]!))!.createdAt;
+      assert.ok(after.oldestInProgressAt !== undefined && after.oldestInProgressAt <= claimedAt);
+      assert.ok(after.now >= claimedAt && Math.abs(after.now - Date.now()) < DAY, 'now is the store clock, close to ours');
+      for (const id of ids) await store.delete(id);
+    }));
 
     it('purges lapsed records in bounded batches and keeps live ones', () =>
       withStore(make, async (store) => {

@@ -5,8 +5,19 @@
  * removed lazily on access and by a sweep of the oldest entries.
  */
 import { StoreUnavailableError } from '../../core/errors.js';
-import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit } from '../../core/store-kit.js';
-import type { Claim, ClaimRequest, CompletedRecord, FencedResult, IdempotencyRecord, IdempotencyStore, InProgressRecord, PurgeOptions } from '../../core/types.js';
+import { StatsTally, answerFromExisting, assertDuration, assertId, matchesQuery, newToken, newestFirst, purgeLimit, recordQuery } from '../../core/store-kit.js';
+import type {
+  Claim,
+  ClaimRequest,
+  CompletedRecord,
+  FencedResult,
+  IdempotencyRecord,
+  InProgressRecord,
+  OperableStore,
+  PurgeOptions,
+  RecordQuery,
+  StoreStats,
+} from '../../core/types.js';
 import { RecencyList, type RecencyNode } from './recency-list.js';
 
 export interface MemoryStoreOptions {
@@ -32,7 +43,7 @@ interface CompletedEntry extends RecencyNode {
 
 const monotonicNow = (): number => performance.timeOrigin + performance.now();
 
-export class MemoryStore implements IdempotencyStore {
+export class MemoryStore implements OperableStore {
   // Map iteration order is insertion order. In progress: re-inserted on extend, so the head
   // lapses first (this map only holds running work, so the churn stays small). Completed: never
   // re-inserted, so the head completed first and, with a uniform retention, lapses first;
@@ -182,6 +193,29 @@ export class MemoryStore implements IdempotencyStore {
       removed++;
     }
     return removed;
+  }
+
+  async stats(): Promise<StoreStats> {
+    const tally = new StatsTally(this.now());
+    for (const { record } of this.inProgress.values()) tally.add(record);
+    for (const { record } of this.completed.values()) tally.add(record);
+    return tally.stats;
+  }
+
+  async findByKey(query: RecordQuery): Promise<IdempotencyRecord[]> {
+    const { limit, ...match } = recordQuery(query);
+    const now = this.now();
+    const found: IdempotencyRecord[] = [];
+    for (const { record } of [...this.inProgress.values(), ...this.completed.values()]) {
+      if (record.expiresAt > now && matchesQuery(record, match)) found.push(record);
+    }
+    return newestFirst(found, limit);
+  }
+
+  async forceRelease(id: string): Promise<boolean> {
+    assertId(id);
+    const held = this.inProgress.get(id);
+    return held !== undefined && held.record.expiresAt > this.now() && this.inProgress.delete(id);
   }
 
   async close(): Promise<void> {

@@ -15,9 +15,10 @@ import {
   assertId,
   newToken,
   purgeLimit,
+  recordQuery,
   withTimeout,
 } from '../../core/store-kit.js';
-import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, IdempotencyStore, PurgeOptions, RecordMeta } from '../../core/types.js';
+import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, OperableStore, PurgeOptions, RecordMeta, RecordQuery, StoreStats } from '../../core/types.js';
 import { SettleListener } from './listener.js';
 import { MIGRATIONS, tableNames, type TableNames, type TableOptions } from './migrations.js';
 
@@ -81,7 +82,7 @@ const UNAVAILABLE_CLASSES = new Set(['08', '28', '3D', '53', '57', '58']);
  * await store.migrate();
  * ```
  */
-export class PostgresStore implements IdempotencyStore {
+export class PostgresStore implements OperableStore {
   readonly #options: PostgresStoreOptions;
   readonly #pool: Pool;
   readonly #names: TableNames;
@@ -231,6 +232,52 @@ SELECT (SELECT count(*) FROM done)::int AS changed, (SELECT count(*) FROM notifi
         values: [limit],
       });
       return rowCount ?? 0;
+    });
+  }
+
+  async stats(): Promise<StoreStats> {
+    const records = this.#names.records;
+    return this.#run(async (db) => {
+      // One clock for every count: clock_timestamp() would move while the table is scanned.
+      const { rows } = await db.query<{ now_ms: number; in_progress: number; completed: number; lapsed: number; oldest_ms: number | null }>({
+        text: `SELECT ${ms('clock.now')} AS now_ms,
+  count(*) FILTER (WHERE state = 'in_progress' AND expires_at > clock.now)::int AS in_progress,
+  count(*) FILTER (WHERE state = 'completed' AND expires_at > clock.now)::int AS completed,
+  count(*) FILTER (WHERE expires_at <= clock.now)::int AS lapsed,
+  ${ms(`min(created_at) FILTER (WHERE state = 'in_progress' AND expires_at > clock.now)`)} AS oldest_ms
+FROM (SELECT ${CLOCK} AS now) AS clock LEFT JOIN ${records} ON true GROUP BY clock.now`,
+      });
+      const row = rows[0]!;
+      return {
+        inProgress: row.in_progress,
+        completed: row.completed,
+        lapsed: row.lapsed,
+        ...(row.oldest_ms !== null ? { oldestInProgressAt: row.oldest_ms } : {}),
+        now: row.now_ms,
+      };
+    });
+  }
+
+  async findByKey(query: RecordQuery): Promise<IdempotencyRecord[]> {
+    const { key, namespace = null, scope = null, limit } = recordQuery(query);
+    return this.#run(async (db) => {
+      const { rows } = await db.query<RecordRow>({
+        text: `SELECT ${RECORD_COLUMNS} FROM ${this.#names.records}
+WHERE key = $1 AND ($2::text IS NULL OR namespace = $2) AND ($3::text IS NULL OR scope = $3) AND expires_at > clock_timestamp()
+ORDER BY created_at DESC LIMIT $4`,
+        values: [key, namespace, scope, limit],
+      });
+      return rows.map(toRecord);
+    });
+  }
+
+  /** Waiters on the claim are woken, as on `release`. */
+  async forceRelease(id: string): Promise<boolean> {
+    assertId(id);
+    return this.#run(async (db) => {
+      const sql = this.#settling(`DELETE FROM ${this.#names.records} WHERE id = $1 AND state = 'in_progress' AND expires_at > clock_timestamp() RETURNING id, waited`);
+      const { rows } = await db.query<{ changed: number }>({ text: sql, values: [id] });
+      return rows[0]!.changed > 0;
     });
   }
 

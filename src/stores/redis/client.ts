@@ -40,6 +40,8 @@ export type RedisClient = IoredisLike | NodeRedisLike;
 export interface ScriptRunner {
   /** EVALSHA on one key; on NOSCRIPT (cache flushed, failover) EVAL, which also caches it again. */
   run(script: Script, key: string, args: ScriptArg[]): Promise<unknown>;
+  /** The same for a script that declares no key (operators' scans), sent to one node. */
+  runKeyless(script: Script, args: ScriptArg[]): Promise<unknown>;
   /**
    * Subscribes to `channel` on a new connection, `duplicate()` of the user's client (same
    * options, same server or cluster). Undefined when the client cannot duplicate itself.
@@ -151,6 +153,10 @@ function ioredisRunner(client: IoredisLike): ScriptRunner {
       () => client.callBuffer('EVALSHA', script.sha, 1, key, ...args),
       () => client.callBuffer('EVAL', script.source, 1, key, ...args),
     ),
+    runKeyless: (script, args) => withScriptFallback(
+      () => client.callBuffer('EVALSHA', script.sha, 0, ...args),
+      () => client.callBuffer('EVAL', script.source, 0, ...args),
+    ),
     subscribe: canDuplicate<IoredisSubscriber>(client) ? (channel, events) => ioredisSubscriber(client, channel, events) : undefined,
     onClientEnd: (listener) => onEnd(client, listener),
   };
@@ -163,6 +169,10 @@ function nodeRedisRunner(client: NodeRedisLike): ScriptRunner {
     run: (script, key, args) => withScriptFallback(
       () => buffers.evalSha(script.sha, { keys: [key], arguments: args }),
       () => buffers.eval(script.source, { keys: [key], arguments: args }),
+    ),
+    runKeyless: (script, args) => withScriptFallback(
+      () => buffers.evalSha(script.sha, { keys: [], arguments: args }),
+      () => buffers.eval(script.source, { keys: [], arguments: args }),
     ),
     // The user's client, not the Buffer view: pub/sub messages are text (ids).
     subscribe: canDuplicate<NodeRedisSubscriber>(client) ? (channel, events) => nodeRedisSubscriber(client, channel, events) : undefined,

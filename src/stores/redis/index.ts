@@ -7,20 +7,33 @@
  * is kept inside the hash for operators.
  */
 import { OncelyError, InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
-import { DEFAULT_STORE_TIMEOUT_MS, assertDuration, assertId, newToken, purgeLimit, withTimeout } from '../../core/store-kit.js';
+import {
+  DEFAULT_STORE_TIMEOUT_MS,
+  StatsTally,
+  assertDuration,
+  assertId,
+  matchesQuery,
+  newToken,
+  newestFirst,
+  purgeLimit,
+  recordQuery,
+  withTimeout,
+} from '../../core/store-kit.js';
 import type {
   Claim,
   ClaimRequest,
   CompletedRecord,
   FencedResult,
   IdempotencyRecord,
-  IdempotencyStore,
   InProgressRecord,
+  OperableStore,
   PurgeOptions,
   RecordMeta,
+  RecordQuery,
+  StoreStats,
 } from '../../core/types.js';
 import { scriptRunner, type RedisClient, type ScriptArg, type ScriptRunner } from './client.js';
-import { CLAIM, COMPLETE, DELETE, EXTEND, GET, RELEASE, type Script } from './scripts.js';
+import { CLAIM, COMPLETE, DELETE, EXTEND, FORCE_RELEASE, GET, RELEASE, SCAN_RECORDS, type Script } from './scripts.js';
 import { SettleSubscription } from './settle.js';
 
 export type { IoredisLike, NodeRedisLike, RedisClient } from './client.js';
@@ -81,6 +94,23 @@ function metaArgs(meta: RecordMeta | undefined): string[] {
   return args;
 }
 
+/** A record as SCAN_RECORDS lists it: no fingerprint, no outcome. */
+interface ScannedRecord {
+  id: string;
+  state: IdempotencyRecord['state'];
+  createdAt: number;
+  expiresAt: number;
+  meta: RecordMeta;
+}
+
+/** Keys per SCAN step: large enough to be quick, small enough not to stall the server. */
+const SCAN_COUNT = 1000;
+
+/** `prefix` as a literal inside a SCAN MATCH pattern. */
+function globLiteral(text: string): string {
+  return text.replace(/[*?[\]\\]/g, (char) => `\\${char}`);
+}
+
 function assertToken(token: unknown): asserts token is string {
   if (typeof token !== 'string' || token.length === 0) throw new InvalidOptionError('token must be the string a claim returned');
 }
@@ -101,7 +131,7 @@ function assertToken(token: unknown): asserts token is string {
  * const store = new RedisStore({ client, prefix: 'billing' });
  * ```
  */
-export class RedisStore implements IdempotencyStore {
+export class RedisStore implements OperableStore {
   readonly #runner: ScriptRunner;
   readonly #prefix: string;
   readonly #timeoutMs: number;
@@ -212,6 +242,53 @@ export class RedisStore implements IdempotencyStore {
   async purgeExpired(options?: PurgeOptions): Promise<number> {
     purgeLimit(options?.limit);
     return 0;
+  }
+
+  /** Scans this node's keys under the prefix in steps of 1000; on a Redis Cluster it sees one node only. */
+  async stats(): Promise<StoreStats> {
+    let tally: StatsTally | undefined;
+    await this.#scan((now, records) => {
+      tally ??= new StatsTally(now);
+      for (const record of records) tally.add(record);
+    });
+    return tally!.stats;
+  }
+
+  /** Scans like `stats()`, then reads each match in full. */
+  async findByKey(query: RecordQuery): Promise<IdempotencyRecord[]> {
+    const { limit, ...match } = recordQuery(query);
+    const ids: string[] = [];
+    await this.#scan((now, records) => {
+      for (const record of records) if (record.expiresAt > now && matchesQuery(record, match)) ids.push(record.id);
+    });
+    const found = await Promise.all(ids.map((id) => this.get(id)));
+    return newestFirst(found.filter((record) => record !== undefined), limit);
+  }
+
+  async forceRelease(id: string): Promise<boolean> {
+    assertId(id);
+    return Number(await this.#run(FORCE_RELEASE, id, [this.#channel, id])) === 1;
+  }
+
+  async #scan(visit: (now: number, records: ScannedRecord[]) => void): Promise<void> {
+    const pattern = `${globLiteral(this.#prefix)}:{*}`;
+    const start = `${this.#prefix}:{`.length;
+    let cursor = '0';
+    do {
+      const [next, now, rows] = (await this.#guard('scan', () => this.#runner.runKeyless(SCAN_RECORDS, [cursor, pattern, String(SCAN_COUNT)]))) as [Reply, Reply, Reply[][]];
+      visit(Number(text(now)), rows.map(([name, state, created, expires, namespace, scope, key]) => ({
+        id: text(name).slice(start, -1),
+        state: text(state) as IdempotencyRecord['state'],
+        createdAt: Number(text(created)),
+        expiresAt: Number(text(expires)),
+        meta: {
+          ...(namespace ? { namespace: text(namespace) } : {}),
+          ...(scope ? { scope: text(scope) } : {}),
+          ...(key ? { key: text(key) } : {}),
+        },
+      })));
+      cursor = text(next);
+    } while (cursor !== '0');
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
  * One Lua script per transition. Each touches exactly one key (KEYS[1], the record hash), so
- * it runs atomically on the node that owns the key's slot, Redis Cluster included.
+ * it runs atomically on the node that owns the key's slot, Redis Cluster included. The one
+ * exception is the operators' SCAN_RECORDS, which declares no key and reads one node.
  *
  * The transitions that settle a record (complete, release, delete) also `PUBLISH` its id on
  * the settle channel (ARGV: channel, id), from inside the script and only when the record
@@ -122,4 +123,30 @@ return 1
 /** No ARGV. Returns the live record as {state, ...} or null; the lapse check uses the server clock. */
 export const GET = script('get', `
 return live(key, now) or false
+`);
+
+/** ARGV: settle channel, id. Deletes a live in-progress record only. Returns 1 (released) or 0. */
+export const FORCE_RELEASE = script('forceRelease', `
+local r = live(key, now)
+if not r or r[1] ~= 'in_progress' then return 0 end
+redis.call('DEL', key)
+settled(1)
+return 1
+`);
+
+/**
+ * Operators only: one SCAN step over the records of this node. ARGV: cursor, MATCH pattern,
+ * COUNT. Returns {next cursor, now, {key name, state, created, exp, ns, scope, key}...},
+ * without outcomes, so a step stays small. Declares no key: on a Cluster it sees one node.
+ */
+export const SCAN_RECORDS = script('scanRecords', `
+local step = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local rows = {}
+for _, name in ipairs(step[2]) do
+  local r = redis.call('HMGET', name, 'state', 'created', 'exp', 'ns', 'scope', 'key')
+  if r[1] then
+    table.insert(rows, {name, r[1], r[2], r[3], r[4], r[5], r[6]})
+  end
+end
+return {step[1], int(now), rows}
 `);

@@ -7,8 +7,8 @@
  */
 import Database from 'better-sqlite3';
 import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
-import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit } from '../../core/store-kit.js';
-import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, IdempotencyStore, PurgeOptions, RecordMeta } from '../../core/types.js';
+import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit, recordQuery } from '../../core/store-kit.js';
+import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, OperableStore, PurgeOptions, RecordMeta, RecordQuery, StoreStats } from '../../core/types.js';
 import { schemaSql, statementsSql } from './sql.js';
 
 interface CommonOptions {
@@ -54,6 +54,8 @@ type RecordColumns = { fingerprint: string; created_at: number; expires_at: numb
 type RecordRow = RecordColumns & ({ state: 'in_progress'; outcome: null } | { state: 'completed'; outcome: Buffer });
 type Held = { id: string; token: string };
 type ClaimRow = { now: number } & (RecordRow | { state: null });
+type StatsRow = { now: number; in_progress: number; completed: number; lapsed: number; oldest_in_progress: number | null };
+type RecordQueryParams = { key: string; namespace: string | null; scope: string | null; limit: number };
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
@@ -107,7 +109,7 @@ function toRecord(id: string, row: RecordRow): IdempotencyRecord {
  * // or, on your own connection: new SqliteStore({ database: db, table: 'idempotency' })
  * ```
  */
-export class SqliteStore implements IdempotencyStore {
+export class SqliteStore implements OperableStore {
   private readonly db: Database.Database;
   private readonly ownsDatabase: boolean;
   private readonly statements;
@@ -157,6 +159,9 @@ export class SqliteStore implements IdempotencyStore {
       get: this.db.prepare<[string], RecordRow>(sql.get).safeIntegers(false),
       delete: this.db.prepare<[string]>(sql.delete),
       purge: this.db.prepare<[number]>(sql.purge),
+      stats: this.db.prepare<[], StatsRow>(sql.stats).safeIntegers(false),
+      findByKey: this.db.prepare<[RecordQueryParams], RecordRow & { id: string }>(sql.findByKey).safeIntegers(false),
+      forceRelease: this.db.prepare<[string]>(sql.forceRelease),
     };
   }
 
@@ -212,6 +217,28 @@ export class SqliteStore implements IdempotencyStore {
   async purgeExpired(options?: PurgeOptions): Promise<number> {
     const limit = purgeLimit(options?.limit);
     return this.run('purgeExpired', () => this.statements.purge.run(limit)).changes;
+  }
+
+  async stats(): Promise<StoreStats> {
+    const row = this.run('stats', () => this.statements.stats.get())!;
+    return {
+      inProgress: row.in_progress,
+      completed: row.completed,
+      lapsed: row.lapsed,
+      ...(row.oldest_in_progress !== null ? { oldestInProgressAt: row.oldest_in_progress } : {}),
+      now: row.now,
+    };
+  }
+
+  async findByKey(query: RecordQuery): Promise<IdempotencyRecord[]> {
+    const { key, namespace = null, scope = null, limit } = recordQuery(query);
+    const rows = this.run('findByKey', () => this.statements.findByKey.all({ key, namespace, scope, limit }));
+    return rows.map((row) => toRecord(row.id, row));
+  }
+
+  async forceRelease(id: string): Promise<boolean> {
+    assertId(id);
+    return this.run('forceRelease', () => this.statements.forceRelease.run(id)).changes > 0;
   }
 
   /** Closes the database if the store opened it (`path`); a `database` you passed stays open. */
