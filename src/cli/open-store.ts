@@ -1,0 +1,137 @@
+/**
+ * Opens a built-in store from a URL for the operator commands: `sqlite:<path>`,
+ * `postgres://…` (or `postgresql://`), `redis://…` (or `rediss://`).
+ *
+ * The stores and their drivers are loaded on demand through the package's own subpaths, so
+ * `oncely check` and an operator on SQLite never need pg or a Redis client installed.
+ * Nothing here creates or changes a schema: a missing file or table is an error, not an
+ * empty store.
+ */
+import { existsSync } from 'node:fs';
+import type BetterSqlite3 from 'better-sqlite3';
+import type pg from 'pg';
+import type * as NodeRedis from 'redis';
+import type { OperableStore } from '../core/types.js';
+
+export interface StoreLocation {
+  /** The store URL. */
+  url: string;
+  /** Table of records (SQLite, PostgreSQL). Default `oncely_records`. */
+  table?: string;
+  /** PostgreSQL schema. Default `public`. */
+  schema?: string;
+  /** Redis key prefix. Default `oncely`. */
+  prefix?: string;
+}
+
+export interface OpenedStore {
+  store: OperableStore;
+  /** Where the records are, for headings: `sqlite:./oncely.db (table oncely_records)`. */
+  describe: string;
+  close(): Promise<void>;
+}
+
+/** A failure reported as its message alone, exit code 2: bad input, a missing driver, an unreachable store. */
+export class CliError extends Error {
+  override readonly name = 'CliError';
+}
+
+const DEFAULT_TABLE = 'oncely_records';
+
+/** Imports an optional peer; a missing one becomes an install hint. */
+async function load<T>(specifier: string, purpose: string): Promise<T> {
+  try {
+    return (await import(specifier)) as T;
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND' && String((error as Error).message).includes(`'${specifier}'`)) {
+      throw new CliError(`${purpose} needs the ${specifier} package: npm install ${specifier}`);
+    }
+    throw error;
+  }
+}
+
+async function openSqlite(location: StoreLocation, path: string): Promise<OpenedStore> {
+  if (path === '' || path === ':memory:') throw new CliError('sqlite: needs a file path, e.g. sqlite:./oncely.db');
+  if (!existsSync(path)) throw new CliError(`no SQLite file at ${path}`);
+  const { default: Database } = await load<{ default: typeof BetterSqlite3 }>('better-sqlite3', 'a sqlite: store');
+  const { SqliteStore } = await import('oncely/sqlite');
+  const table = location.table ?? DEFAULT_TABLE;
+  // Our own connection, so the store leaves the file's journal mode alone.
+  const database = new Database(path, { fileMustExist: true });
+  const found = database.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table);
+  if (found === undefined) {
+    database.close();
+    throw new CliError(`${path} has no table ${table}; name the table with --table`);
+  }
+  const store = new SqliteStore({ database, table });
+  return { store, describe: `sqlite:${path} (table ${table})`, close: async () => { database.close(); } };
+}
+
+async function openPostgres(location: StoreLocation): Promise<OpenedStore> {
+  const { default: driver } = await load<{ default: typeof pg }>('pg', 'a postgres:// store');
+  const { PostgresStore } = await import('oncely/postgres');
+  const pool = new driver.Pool({ connectionString: location.url, max: 2, connectionTimeoutMillis: 5_000 });
+  pool.on('error', () => undefined); // an idle connection dropped by the server; the next query reports it
+  const options = { pool, ...(location.table ? { table: location.table } : {}), ...(location.schema ? { schema: location.schema } : {}) };
+  const store = new PostgresStore(options);
+  const target = `${location.schema ?? 'public'}.${location.table ?? DEFAULT_TABLE}`;
+  return {
+    store,
+    describe: `${redactPassword(location.url)} (table ${target})`,
+    close: async () => {
+      await store.close();
+      await pool.end();
+    },
+  };
+}
+
+async function openRedis(location: StoreLocation): Promise<OpenedStore> {
+  const { RedisStore } = await import('oncely/redis');
+  const prefix = location.prefix ?? 'oncely';
+  const describe = `${redactPassword(location.url)} (prefix ${prefix})`;
+  // Either client library will do; ioredis first, then node-redis.
+  const ioredis = await import('ioredis').catch(() => undefined);
+  if (ioredis) {
+    // One attempt, no reconnecting: a command-line tool reports an unreachable server and exits.
+    const client = new ioredis.Redis(location.url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 5_000, retryStrategy: () => null });
+    client.on('error', () => undefined); // reported by the failing command
+    await reach(describe, () => client.connect(), () => client.disconnect());
+    const store = new RedisStore({ client, prefix });
+    return { store, describe, close: async () => { await store.close(); client.disconnect(); } };
+  }
+  const { createClient } = await load<typeof NodeRedis>('redis', 'a redis:// store (or install ioredis)');
+  const client = createClient({ url: location.url, socket: { connectTimeout: 5_000, reconnectStrategy: false } });
+  client.on('error', () => undefined);
+  await reach(describe, () => client.connect(), () => client.destroy());
+  const store = new RedisStore({ client, prefix });
+  return { store, describe, close: async () => { await store.close(); client.destroy(); } };
+}
+
+async function reach(describe: string, connect: () => Promise<unknown>, abandon: () => void): Promise<void> {
+  try {
+    await connect();
+  } catch (error) {
+    abandon();
+    throw new CliError(`cannot reach ${describe}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+}
+
+function redactPassword(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}
+
+export async function openStore(location: StoreLocation): Promise<OpenedStore> {
+  const { url } = location;
+  if (url.startsWith('sqlite:')) return openSqlite(location, url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''));
+  let protocol: string;
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    throw new CliError(`not a store URL: ${url} (expected sqlite:<path>, postgres://… or redis://…)`);
+  }
+  if (protocol === 'postgres:' || protocol === 'postgresql:') return openPostgres(location);
+  if (protocol === 'redis:' || protocol === 'rediss:') return openRedis(location);
+  throw new CliError(`unsupported store URL scheme ${protocol} (expected sqlite:, postgres:, postgresql:, redis: or rediss:)`);
+}
