@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 
@@ -20,6 +21,7 @@ const SUBPATHS: Record<string, string[]> = {
   'oncely/fetch': ['withIdempotency'],
   'oncely/hono': ['idempotency'],
   'oncely/testing': ['storeContract', 'randomId', 'httpConformance', 'conformanceHandler'],
+  'oncely/client': ['createIdempotentFetch', 'sessionStorageKeyStore', 'memoryKeyStore', 'IdempotentFetchError'],
 };
 const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono', 'express', 'fastify'];
 
@@ -52,6 +54,28 @@ describe('package', { skip: existsSync('dist/index.js') ? false : 'dist/ is miss
     assert.deepEqual(driversLoadedBy('oncely/express'), [], 'adapters load no framework: the app passes its own');
     assert.deepEqual(driversLoadedBy('oncely/fastify'), []);
     assert.deepEqual(driversLoadedBy('oncely/hono'), [], 'the Hono adapter only needs Hono types');
+    assert.deepEqual(driversLoadedBy('oncely/client'), []);
+  });
+
+  it('oncely/client imports no Node module, so it runs in browsers, Bun and Deno', () => {
+    const seen = new Set<string>();
+    const visit = (file: string): void => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const source = readFileSync(file, 'utf8');
+      assert.doesNotMatch(source, /from ['"]node:|require\(|\bprocess\.|\bBuffer\./, `${file} uses a Node API`);
+      for (const [, relative] of source.matchAll(/from ['"](\.[^'"]+)['"]/g)) visit(join(dirname(file), relative!));
+    };
+    visit('dist/client.js');
+    assert.ok(seen.size >= 1);
+  });
+
+  it('installs the oncely command: dist/cli.js runs as a program', () => {
+    const version = execFileSync(process.execPath, ['dist/cli.js', '--version'], { encoding: 'utf8' }).trim();
+    assert.equal(version, (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version);
+    assert.match(readFileSync('dist/cli.js', 'utf8'), /^#!\/usr\/bin\/env node\n/);
+    const help = execFileSync(process.execPath, ['dist/cli.js', '--help'], { encoding: 'utf8' });
+    for (const command of ['check', 'inspect', 'release', 'purge', 'stats']) assert.match(help, new RegExp(`\\n  ${command} `));
   });
 
   it('type-checks a consumer from ESM and CJS against the built declarations', () => {
