@@ -12,6 +12,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 import type pg from 'pg';
 import type * as NodeRedis from 'redis';
 import type { OperableStore } from '../core/types.js';
+import { CliError } from './cli-error.js';
 
 export interface StoreLocation {
   /** The store URL. */
@@ -29,11 +30,6 @@ export interface OpenedStore {
   /** Where the records are, for headings: `sqlite:./oncely.db (table oncely_records)`. */
   describe: string;
   close(): Promise<void>;
-}
-
-/** A failure reported as its message alone, exit code 2: bad input, a missing driver, an unreachable store. */
-export class CliError extends Error {
-  override readonly name = 'CliError';
 }
 
 const DEFAULT_TABLE = 'oncely_records';

@@ -10,7 +10,8 @@ import pc from 'picocolors';
 import { identityId } from '../core/identity.js';
 import { sweepExpired } from '../core/sweep.js';
 import type { IdempotencyRecord } from '../core/types.js';
-import { openStore, CliError, type OpenedStore, type StoreLocation } from './open-store.js';
+import { CliError } from './cli-error.js';
+import { openStore, type OpenedStore, type StoreLocation } from './open-store.js';
 import { duration, formatRecord, formatStats, recordView } from './record-view.js';
 
 interface StoreFlags extends Omit<StoreLocation, 'url'> {

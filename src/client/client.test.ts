@@ -14,6 +14,7 @@ import {
   InvalidKeyError,
   InvalidOptionError,
   memoryKeyStore,
+  OncelyError,
   sessionStorageKeyStore,
   type FetchFunction,
   type IdempotentFetch,
@@ -195,6 +196,7 @@ describe('createIdempotentFetch: what is retried', () => {
     const events: RetryEvent[] = [];
     const error = await createIdempotentFetch({ ...fast, fetch, retries: 3, onRetry: (event) => events.push(event) })(ORDERS, post()).catch((e: unknown) => e);
     assert.ok(error instanceof IdempotentFetchError);
+    assert.ok(error instanceof OncelyError, 'one error base for the whole library');
     assert.equal(error.code, 'NETWORK_ERROR');
     assert.equal(error.attempts, 4);
     assert.equal(`"${error.key}"`, sent[0]!.key);

@@ -9,7 +9,12 @@ export type OncelyErrorCode =
   | 'LEASE_LOST'
   | 'STORED_FAILURE'
   | 'NO_EXECUTION_CONTEXT'
-  | 'INVALID_OPTION';
+  | 'INVALID_OPTION'
+  // oncely/client: why a retrying fetch got no response (see IdempotentFetchError).
+  | 'NETWORK_ERROR'
+  | 'TIMEOUT'
+  | 'DEADLINE_EXCEEDED'
+  | 'BODY_NOT_REPLAYABLE';
 
 /** Base of every error oncely throws; branch on `code`, which is stable across versions. */
 export class OncelyError extends Error {

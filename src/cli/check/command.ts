@@ -4,8 +4,9 @@
  * Field", Stripe where the draft is silent). Exit codes: 0 no failure (warnings allowed), 1 a
  * probe failed, 2 a usage error, an unreachable URL, or nothing could be checked.
  */
-import { type Command, type CommanderError, Option } from 'commander';
-import { parseConfig, UsageError, type RawOptions } from './config.js';
+import { type Command, Option } from 'commander';
+import { CliError } from '../cli-error.js';
+import { parseConfig, type RawOptions } from './config.js';
 import { runCheck, UnreachableError } from './probes.js';
 import { createProgress } from './progress.js';
 import { formatReport, toJson } from './report.js';
@@ -16,16 +17,7 @@ interface CommandOptions extends RawOptions {
   color: boolean;
 }
 
-/** Commander's errors about the command line itself: they exit 2, like ours. */
-const USAGE_ERRORS = new Set([
-  'commander.unknownOption',
-  'commander.missingArgument',
-  'commander.optionMissingArgument',
-  'commander.missingMandatoryOptionValue',
-  'commander.invalidArgument',
-  'commander.excessArguments',
-  'commander.conflictingOption',
-]);
+/** Like every input problem of the `oncely` command (main.ts maps commander's own errors to 2 too). */
 const USAGE_EXIT = 2;
 
 const HELP_AFTER = `
@@ -51,10 +43,6 @@ export function useColor(stream: { isTTY?: boolean }, flag: boolean, env: NodeJS
   return stream.isTTY === true && env.TERM !== 'dumb';
 }
 
-function exitOnError(error: CommanderError): never {
-  process.exit(USAGE_ERRORS.has(error.code) ? USAGE_EXIT : error.exitCode);
-}
-
 export function registerCheckCommand(program: Command): void {
   program
     .command('check')
@@ -75,13 +63,12 @@ export function registerCheckCommand(program: Command): void {
     .option('--no-color', 'no colours (NO_COLOR is respected too)')
     .showHelpAfterError('(add --help for the options)')
     .addHelpText('after', HELP_AFTER)
-    .exitOverride(exitOnError)
     .action(async (target: string, options: CommandOptions, command: Command) => {
       let config: ReturnType<typeof parseConfig>;
       try {
         config = parseConfig(target, options);
       } catch (error) {
-        if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: USAGE_EXIT, code: 'oncely.usage' });
+        if (error instanceof CliError) command.error(`error: ${error.message}`, { exitCode: USAGE_EXIT, code: 'oncely.usage' });
         throw error;
       }
       const progress = options.quiet ? undefined : createProgress(process.stderr, { color: useColor(process.stderr, options.color) });

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { deriveOtherBody, defaultBody, defaultContentType } from './bodies.js';
-import { parseConfig, parseHeader, UsageError, type RawOptions } from './config.js';
+import { CliError } from '../cli-error.js';
+import { parseConfig, parseHeader, type RawOptions } from './config.js';
 
 const defaults: RawOptions = { method: 'POST', header: [], concurrency: '10', timeout: '10000', headerName: 'Idempotency-Key', keyStyle: 'quoted' };
 const parse = (options: Partial<RawOptions> = {}, url = 'http://localhost:3000/orders', files: Record<string, string> = {}) =>
@@ -13,7 +14,7 @@ const parse = (options: Partial<RawOptions> = {}, url = 'http://localhost:3000/o
     if (!(path in files)) throw Object.assign(new Error(`ENOENT: ${path}`), { code: 'ENOENT' });
     return Buffer.from(files[path]!);
   });
-const refuses = (options: Partial<RawOptions>, message: RegExp, url?: string) => assert.throws(() => parse(options, url), (error: unknown) => error instanceof UsageError && message.test(error.message));
+const refuses = (options: Partial<RawOptions>, message: RegExp, url?: string) => assert.throws(() => parse(options, url), (error: unknown) => error instanceof CliError && message.test(error.message));
 
 describe('parseConfig', () => {
   it('applies the defaults: POST, a fresh JSON body per probe, 10 duplicates', () => {
