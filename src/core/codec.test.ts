@@ -13,7 +13,9 @@ const storable = fc.letrec((tie) => ({
     fc.string(),
     fc.double(), // includes -0, NaN and ±Infinity
     fc.bigInt(),
-    fc.date({ noInvalidDate: false }),
+    // Valid dates only: node 20's deepStrictEqual calls two Invalid Dates unequal (NaN !== NaN);
+    // the Invalid Date has its own test below.
+    fc.date({ noInvalidDate: true }),
     fc.uint8Array().map((bytes) => bytes),
     fc.uint8Array().map((bytes) => Buffer.from(bytes)),
   ),
@@ -48,6 +50,12 @@ describe('codec', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('keeps an Invalid Date an Invalid Date', () => {
+    const [back] = decodeValue(encodeValue([new Date(Number.NaN)])) as [Date];
+    assert.ok(back instanceof Date);
+    assert.ok(Number.isNaN(back.getTime()));
   });
 
   it('keeps Buffer and Uint8Array apart, and -0, NaN, Infinity as they were', () => {

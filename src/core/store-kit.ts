@@ -81,6 +81,25 @@ export function newestFirst(records: IdempotencyRecord[], limit: number): Idempo
   return records.sort((a, b) => b.createdAt - a.createdAt).slice(0, limit);
 }
 
+/** What the SQL stores' stats query returns, one row. */
+export interface StatsRow {
+  now_ms: number;
+  in_progress: number;
+  completed: number;
+  lapsed: number;
+  oldest_in_progress_ms: number | null;
+}
+
+export function statsFromRow(row: StatsRow): StoreStats {
+  return {
+    inProgress: row.in_progress,
+    completed: row.completed,
+    lapsed: row.lapsed,
+    ...(row.oldest_in_progress_ms !== null ? { oldestInProgressAt: row.oldest_in_progress_ms } : {}),
+    now: row.now_ms,
+  };
+}
+
 /** Counts records (live or lapsed) into `StoreStats`, for stores that scan in process. */
 export class StatsTally {
   readonly #stats: StoreStats;

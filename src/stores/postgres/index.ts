@@ -16,7 +16,9 @@ import {
   newToken,
   purgeLimit,
   recordQuery,
+  statsFromRow,
   withTimeout,
+  type StatsRow,
 } from '../../core/store-kit.js';
 import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, OperableStore, PurgeOptions, RecordMeta, RecordQuery, StoreStats } from '../../core/types.js';
 import { SettleListener } from './listener.js';
@@ -239,22 +241,15 @@ SELECT (SELECT count(*) FROM done)::int AS changed, (SELECT count(*) FROM notifi
     const records = this.#names.records;
     return this.#run(async (db) => {
       // One clock for every count: clock_timestamp() would move while the table is scanned.
-      const { rows } = await db.query<{ now_ms: number; in_progress: number; completed: number; lapsed: number; oldest_ms: number | null }>({
+      const { rows } = await db.query<StatsRow>({
         text: `SELECT ${ms('clock.now')} AS now_ms,
   count(*) FILTER (WHERE state = 'in_progress' AND expires_at > clock.now)::int AS in_progress,
   count(*) FILTER (WHERE state = 'completed' AND expires_at > clock.now)::int AS completed,
   count(*) FILTER (WHERE expires_at <= clock.now)::int AS lapsed,
-  ${ms(`min(created_at) FILTER (WHERE state = 'in_progress' AND expires_at > clock.now)`)} AS oldest_ms
+  ${ms(`min(created_at) FILTER (WHERE state = 'in_progress' AND expires_at > clock.now)`)} AS oldest_in_progress_ms
 FROM (SELECT ${CLOCK} AS now) AS clock LEFT JOIN ${records} ON true GROUP BY clock.now`,
       });
-      const row = rows[0]!;
-      return {
-        inProgress: row.in_progress,
-        completed: row.completed,
-        lapsed: row.lapsed,
-        ...(row.oldest_ms !== null ? { oldestInProgressAt: row.oldest_ms } : {}),
-        now: row.now_ms,
-      };
+      return statsFromRow(rows[0]!);
     });
   }
 

@@ -7,7 +7,7 @@
  */
 import Database from 'better-sqlite3';
 import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
-import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit, recordQuery } from '../../core/store-kit.js';
+import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit, recordQuery, statsFromRow, type StatsRow } from '../../core/store-kit.js';
 import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, OperableStore, PurgeOptions, RecordMeta, RecordQuery, StoreStats } from '../../core/types.js';
 import { schemaSql, statementsSql } from './sql.js';
 
@@ -54,7 +54,6 @@ type RecordColumns = { fingerprint: string; created_at: number; expires_at: numb
 type RecordRow = RecordColumns & ({ state: 'in_progress'; outcome: null } | { state: 'completed'; outcome: Buffer });
 type Held = { id: string; token: string };
 type ClaimRow = { now: number } & (RecordRow | { state: null });
-type StatsRow = { now: number; in_progress: number; completed: number; lapsed: number; oldest_in_progress: number | null };
 type RecordQueryParams = { key: string; namespace: string | null; scope: string | null; limit: number };
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
@@ -220,14 +219,7 @@ export class SqliteStore implements OperableStore {
   }
 
   async stats(): Promise<StoreStats> {
-    const row = this.run('stats', () => this.statements.stats.get())!;
-    return {
-      inProgress: row.in_progress,
-      completed: row.completed,
-      lapsed: row.lapsed,
-      ...(row.oldest_in_progress !== null ? { oldestInProgressAt: row.oldest_in_progress } : {}),
-      now: row.now,
-    };
+    return statsFromRow(this.run('stats', () => this.statements.stats.get())!);
   }
 
   async findByKey(query: RecordQuery): Promise<IdempotencyRecord[]> {

@@ -52,11 +52,11 @@ export function statementsSql(table: string) {
     get: `SELECT ${RECORD_COLUMNS.join(', ')} FROM ${t} WHERE id = ? AND expires_at > ${NOW_MS}`,
     delete: `DELETE FROM ${t} WHERE id = ?`,
     /** Operator statements: they scan the table. NOW_MS is fixed for one statement, so the counts agree. */
-    stats: `SELECT now,
+    stats: `SELECT now AS now_ms,
         COUNT(*) FILTER (WHERE state = 'in_progress' AND expires_at > now) AS in_progress,
         COUNT(*) FILTER (WHERE state = 'completed' AND expires_at > now) AS completed,
         COUNT(*) FILTER (WHERE expires_at <= now) AS lapsed,
-        MIN(created_at) FILTER (WHERE state = 'in_progress' AND expires_at > now) AS oldest_in_progress
+        MIN(created_at) FILTER (WHERE state = 'in_progress' AND expires_at > now) AS oldest_in_progress_ms
       FROM (SELECT ${NOW_MS} AS now) LEFT JOIN ${t} ON true`,
     findByKey: `SELECT id, ${RECORD_COLUMNS.join(', ')} FROM ${t}
       WHERE "key" = @key AND (@namespace IS NULL OR namespace = @namespace) AND (@scope IS NULL OR scope = @scope) AND expires_at > ${NOW_MS}
