@@ -90,8 +90,12 @@ async function openRedis(location: StoreLocation): Promise<OpenedStore> {
   if (ioredis) {
     // One attempt, no reconnecting: a command-line tool reports an unreachable server and exits.
     const client = new ioredis.Redis(location.url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 5_000, retryStrategy: () => null });
-    client.on('error', () => undefined); // reported by the failing command
-    await reach(describe, () => client.connect(), () => client.disconnect());
+    // ioredis rejects connect() with "Connection is closed."; the error event has the cause.
+    let lastError: unknown;
+    client.on('error', (error) => { lastError = error; });
+    await reach(describe, () => client.connect().catch((error: unknown) => { throw lastError ?? error; }), () => {
+      if (client.status !== 'end') client.disconnect();
+    });
     const store = new RedisStore({ client, prefix });
     return { store, describe, close: async () => { await store.close(); client.disconnect(); } };
   }

@@ -5,7 +5,7 @@
  * 2 bad input, a missing driver, or a store that cannot be reached.
  */
 import { createInterface } from 'node:readline/promises';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import pc from 'picocolors';
 import { identityId } from '../core/identity.js';
 import { sweepExpired } from '../core/sweep.js';
@@ -29,12 +29,11 @@ interface RecordFlags extends StoreFlags {
 const EXIT_NOTHING = 1;
 const EXIT_USAGE = 2;
 
-function positiveInteger(name: string) {
-  return (value: string): number => {
-    const parsed = Number(value);
-    if (!Number.isSafeInteger(parsed) || parsed <= 0) throw new CliError(`${name} must be a positive whole number, got ${JSON.stringify(value)}`);
-    return parsed;
-  };
+/** Commander reports an InvalidArgumentError from a parser as a usage error (exit 2). */
+function positiveInteger(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed) || parsed <= 0) throw new InvalidArgumentError('It must be a positive whole number.');
+  return parsed;
 }
 
 function withStoreOptions(command: Command): Command {
@@ -51,7 +50,7 @@ function withRecordOptions(command: Command): Command {
     .option('--namespace <namespace>', 'only records of this namespace (HTTP middleware default: http)')
     .option('--scope <scope>', 'only records of this scope (tenant, user, credential hash)')
     .option('--id <sha256>', 'the record id itself, instead of looking the key up')
-    .option('--limit <n>', 'most records listed', positiveInteger('--limit'), 20);
+    .option('--limit <n>', 'most records listed', positiveInteger, 20);
 }
 
 /** Opens the store, runs `work`, closes the store, and turns failures into exit codes. */
@@ -146,9 +145,9 @@ export function registerStoreCommands(program: Command): void {
   withStoreOptions(program.command('purge'))
     .description('remove lapsed records (SQL stores; Redis and memory expire them themselves)')
     .option('--expired', 'remove records whose lease or retention has ended (required: nothing else is ever purged)')
-    .option('--batch <n>', 'records removed per statement', positiveInteger('--batch'), 1000)
-    .action((flags: StoreFlags & { expired?: boolean; batch: number }) => {
-      if (!flags.expired) program.error('purge removes only lapsed records: pass --expired', { exitCode: EXIT_USAGE });
+    .option('--batch <n>', 'records removed per statement', positiveInteger, 1000)
+    .action((flags: StoreFlags & { expired?: boolean; batch: number }, command: Command) => {
+      if (!flags.expired) command.error('purge removes only lapsed records: pass --expired', { exitCode: EXIT_USAGE });
       return run(flags, async (opened) => {
         const removed = await sweepExpired(opened.store, { batchSize: flags.batch });
         if (flags.json) process.stdout.write(`${JSON.stringify({ store: opened.describe, removed })}\n`);
