@@ -1,20 +1,21 @@
 /**
  * The checkout page and the ways its order gets sent more than once.
  *
- * `checkout()` is a correct retrying client: the `Idempotency-Key` is made once per logical
- * checkout (at page load) and sent on every attempt; it retries network errors, timeouts and
- * 5xx answers (at most 3 such failures), and waits on 409 "in progress" answers, honouring
- * `Retry-After` up to a small cap, until it gets the order. The same client talks to both
- * routes: only the URL differs, so the difference in the table is the server's.
+ * `checkout()` is the page's "Pay" button on `oncely/client`: the `Idempotency-Key` is made
+ * once per logical checkout (at page load) and sent on every attempt; the client retries
+ * network errors, timeouts, 409 "in progress" and 5xx answers, up to 3 times, honouring
+ * `Retry-After`. The same client talks to both routes: only the URL differs, so the
+ * difference in the table is the server's.
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createIdempotentFetch, IdempotentFetchError, type RetryEvent } from 'oncely/client';
 import { startFlakyProxy, type Fault } from './flaky-proxy.js';
 
 /** What one attempt got back. */
 export type AttemptResult =
   | { kind: 'created' | 'replayed'; orderId: number }
-  | { kind: 'in-progress'; retryAfterMs: number }
+  | { kind: 'in-progress' }
   | { kind: 'refused'; status: number }
   | { kind: 'timeout' }
   | { kind: 'network-error' };
@@ -32,49 +33,36 @@ interface CheckoutOptions {
   paymentDelayMs?: number;
 }
 
-/** Network errors, timeouts and 5xx answers a checkout retries before it gives up. */
-const MAX_FAILURES = 3;
-/** Longest wait after a 409, whatever its Retry-After says: the demo should not idle for seconds. */
-const MAX_RETRY_AFTER_MS = 100;
-/** A checkout gives up after this long, whatever happens. */
-const CHECKOUT_DEADLINE_MS = 10_000;
-const RETRYABLE_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
-
 const CART = { amountCents: 4_999, email: 'ada@example.com' };
 
-/** Sends one checkout, retrying as described above; returns every attempt's result in order. */
-export async function checkout(url: string, idempotencyKey: string, options: CheckoutOptions = {}): Promise<AttemptResult[]> {
-  const results: AttemptResult[] = [];
-  const deadline = Date.now() + CHECKOUT_DEADLINE_MS;
-  let failures = 0;
-  while (Date.now() < deadline) {
-    const result = await attempt(url, idempotencyKey, options);
-    results.push(result);
-    if (result.kind === 'created' || result.kind === 'replayed') break;
-    if (result.kind === 'in-progress') {
-      await sleep(Math.min(result.retryAfterMs, MAX_RETRY_AFTER_MS));
-      continue;
-    }
-    if (result.kind === 'refused' && !RETRYABLE_STATUSES.has(result.status)) break;
-    failures += 1;
-    if (failures === MAX_FAILURES) break;
-    await sleep(50 * failures); // backoff
-  }
-  return results;
+/** An attempt that is retried, as `onRetry` reports it. */
+function retriedAttempt(event: RetryEvent): AttemptResult {
+  if (event.reason === 'timeout' || event.reason === 'network-error') return { kind: event.reason };
+  return event.status === 409 ? { kind: 'in-progress' } : { kind: 'refused', status: event.status ?? 0 };
 }
 
-async function attempt(url: string, idempotencyKey: string, options: CheckoutOptions): Promise<AttemptResult> {
-  const headers: Record<string, string> = { 'content-type': 'application/json', 'idempotency-key': idempotencyKey };
+/** Sends one checkout through `oncely/client`; returns every attempt's result in order. */
+export async function checkout(url: string, idempotencyKey: string, options: CheckoutOptions = {}): Promise<AttemptResult[]> {
+  const results: AttemptResult[] = [];
+  const send = createIdempotentFetch({
+    retries: 3,
+    baseDelayMs: 50, // a demo should not idle; a real page keeps the default 500 ms
+    attemptTimeoutMs: options.attemptTimeoutMs ?? 5_000,
+    onRetry: (event) => results.push(retriedAttempt(event)),
+  });
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (options.paymentDelayMs !== undefined) headers['x-demo-delay-ms'] = String(options.paymentDelayMs);
   try {
-    const response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(CART), signal: AbortSignal.timeout(options.attemptTimeoutMs ?? 5_000) });
-    const body = await response.text(); // read whole: a connection cut mid-body is a network error
-    if (response.status === 201) return { kind: response.headers.get('idempotent-replayed') === 'true' ? 'replayed' : 'created', orderId: (JSON.parse(body) as { id: number }).id };
-    if (response.status === 409) return { kind: 'in-progress', retryAfterMs: 1_000 * (Number(response.headers.get('retry-after')) || 1) };
-    return { kind: 'refused', status: response.status };
+    const response = await send(url, { method: 'POST', headers, body: JSON.stringify(CART) }, { key: idempotencyKey });
+    const body = await response.text();
+    if (response.status === 201) {
+      results.push({ kind: response.headers.get('idempotent-replayed') === 'true' ? 'replayed' : 'created', orderId: (JSON.parse(body) as { id: number }).id });
+    } else results.push(response.status === 409 ? { kind: 'in-progress' } : { kind: 'refused', status: response.status });
   } catch (error) {
-    return { kind: error instanceof DOMException && error.name === 'TimeoutError' ? 'timeout' : 'network-error' };
+    if (!(error instanceof IdempotentFetchError)) throw error;
+    results.push({ kind: error.code === 'TIMEOUT' ? 'timeout' : 'network-error' });
   }
+  return results;
 }
 
 /** A new Idempotency-Key, as the checkout page makes one when it loads. */
