@@ -5,35 +5,17 @@
  * infers from responses match the orders the shop really created.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startShop, type Shop, type ShopRoute } from '../examples/demo/shop.js';
+import { runCli, type CliRun } from './support/cli.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const ORDER = '{"amountCents": 4999, "email": "ada@example.com"}';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `oncely check …args` from the sources, without colour forced on. */
-function check(...args: string[]): Promise<Run> {
-  const env = { ...process.env };
-  delete env.FORCE_COLOR;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'check', ...args], { cwd: ROOT, env });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+/** Runs `oncely check …args` from the sources. */
+const check = (...args: string[]): Promise<CliRun> => runCli(['check', ...args], { timeoutMs: 60_000 });
 
 interface JsonProbe {
   id: string;
@@ -64,7 +46,7 @@ describe('oncely check against the demo shop', { timeout: 120_000 }, () => {
   after(() => shop.close());
 
   /** Runs the check with `--json` and returns the report with the orders the shop created meanwhile. */
-  async function checkJson(route: ShopRoute, ...args: string[]): Promise<{ run: Run; report: JsonReport; created: number }> {
+  async function checkJson(route: ShopRoute, ...args: string[]): Promise<{ run: CliRun; report: JsonReport; created: number }> {
     const before = shop.counts(route).orders;
     const path = route === 'safe' ? '/orders' : '/orders-unsafe';
     const run = await check(`${shop.url}${path}`, '-d', ORDER, '--json', '-c', '8', ...args);

@@ -1,12 +1,14 @@
 /**
  * The exported HTTP conformance suite against every adapter (fetch, Hono, Express, Fastify),
- * each on a real port, over every store on its real server.
+ * each on a real port, over every store on its real server; then the black-box `oncely check`
+ * against the same server, which must find no failure.
  */
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
 import { serve } from '@hono/node-server';
 import express from 'express';
 import Fastify, { type FastifyRequest } from 'fastify';
@@ -17,6 +19,7 @@ import oncelyFastify from '../src/http/fastify/index.js';
 import { withIdempotency } from '../src/http/fetch/index.js';
 import { idempotency } from '../src/http/hono/index.js';
 import { conformanceHandler, httpConformance } from '../src/testing/index.js';
+import { runCli, shown } from './support/cli.js';
 import { closeStoresUnderTest, storesUnderTest } from './support/stores.js';
 
 /** Short, so the suite's heartbeat case (a handler running 2.5 leases) stays quick. */
@@ -140,6 +143,20 @@ const adapters: { name: string; start: (store: IdempotencyStore) => Promise<Runn
   { name: 'Fastify (oncely plugin)', start: fastifyServer },
 ];
 
+async function executions(baseUrl: string): Promise<number> {
+  return ((await (await fetch(`${baseUrl}/__executions`)).json()) as { count: number }).count;
+}
+
+async function checkFindsNoFailure(baseUrl: string): Promise<void> {
+  const before = await executions(baseUrl);
+  const run = await runCli(['check', `${baseUrl}/orders`, '--json', '--quiet'], { timeoutMs: 60_000 });
+  assert.equal(run.code, 0, shown(run));
+  const report = JSON.parse(run.stdout) as { summary: { failed: number; executions: number }; probes: { id: string; verdict: string }[] };
+  assert.equal(report.summary.failed, 0);
+  assert.equal(report.probes.find((probe) => probe.id === 'concurrent')?.verdict, 'pass', 'concurrent duplicates ran once');
+  assert.equal(report.summary.executions, (await executions(baseUrl)) - before, 'inferred executions = counted executions');
+}
+
 const stores = await storesUnderTest();
 after(closeStoresUnderTest);
 
@@ -157,6 +174,7 @@ for (const storeUnderTest of stores) {
         await store?.close();
       });
       httpConformance({ name: 'HTTP conformance', baseUrl: () => server?.url ?? '', leaseMs: LEASE_MS, waitRoute: true });
+      it('passes `oncely check`, which infers as many executions as the handler counted', () => checkFindsNoFailure(server!.url));
     });
   }
 }
