@@ -124,7 +124,8 @@ function redactPassword(url: string): string {
 
 export async function openStore(location: StoreLocation): Promise<OpenedStore> {
   const { url } = location;
-  if (url.startsWith('sqlite:')) return openSqlite(location, url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''));
+  // sqlite:./a.db, sqlite:/abs/a.db, and the URL-looking sqlite://./a.db, sqlite:///abs/a.db.
+  if (url.startsWith('sqlite:')) return openSqlite(location, url.slice('sqlite:'.length).replace(/^\/\//, ''));
   let protocol: string;
   try {
     protocol = new URL(url).protocol;
