@@ -77,7 +77,7 @@ export function matchesQuery(record: Pick<IdempotencyRecord, 'meta'>, query: Rec
 }
 
 /** Newest first, at most `limit`: the order `findByKey` promises. */
-export function newestFirst(records: IdempotencyRecord[], limit: number): IdempotencyRecord[] {
+export function newestFirst<T extends Pick<IdempotencyRecord, 'createdAt'>>(records: T[], limit: number): T[] {
   return records.sort((a, b) => b.createdAt - a.createdAt).slice(0, limit);
 }
 

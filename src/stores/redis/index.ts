@@ -254,15 +254,16 @@ export class RedisStore implements OperableStore {
     return tally!.stats;
   }
 
-  /** Scans like `stats()`, then reads each match in full. */
+  /** Scans like `stats()`, then reads the newest `limit` matches in full. */
   async findByKey(query: RecordQuery): Promise<IdempotencyRecord[]> {
     const { limit, ...match } = recordQuery(query);
-    const ids: string[] = [];
+    const matches: ScannedRecord[] = [];
     await this.#scan((now, records) => {
-      for (const record of records) if (record.expiresAt > now && matchesQuery(record, match)) ids.push(record.id);
+      for (const record of records) if (record.expiresAt > now && matchesQuery(record, match)) matches.push(record);
     });
-    const found = await Promise.all(ids.map((id) => this.get(id)));
-    return newestFirst(found.filter((record) => record !== undefined), limit);
+    const found = await Promise.all(newestFirst(matches, limit).map(({ id }) => this.get(id)));
+    // A record may lapse or be deleted between the scan and the read.
+    return found.filter((record) => record !== undefined);
   }
 
   async forceRelease(id: string): Promise<boolean> {
