@@ -130,6 +130,6 @@ it('the check command loads no store and no database driver', () => {
   const sources = readdirSync(dir).filter((name) => name.endsWith('.ts') && !name.endsWith('.test.ts'));
   for (const name of sources) {
     const imports = [...readFileSync(join(dir, name), 'utf8').matchAll(/^import[^'"]*['"]([^'"]+)['"]/gm)].map((match) => match[1]!);
-    for (const specifier of imports) assert.match(specifier, /^(node:|\.\/|\.\.\/cli-error\.js$|commander$|picocolors$)/, `${name} imports ${specifier}`);
+    for (const specifier of imports) assert.match(specifier, /^(node:|\.\/|\.\.\/(cli-error|color)\.js$|commander$|picocolors$)/, `${name} imports ${specifier}`);
   }
 });

@@ -2,9 +2,9 @@
  * What operators see of a record: times as dates and ages, and the stored outcome described
  * (an HTTP response's status, a function's result or error) rather than dumped as bytes.
  */
-import pc from 'picocolors';
 import type { IdempotencyRecord, StoreStats } from '../core/types.js';
 import { decodeStoredResponse } from '../http/stored-response.js';
+import type { Colors } from './color.js';
 
 export type OutcomeView =
   | { kind: 'http-response'; status: number; bodyBytes: number | null; contentType?: string }
@@ -92,7 +92,7 @@ function outcomeText(outcome: OutcomeView): string {
   }
 }
 
-export function formatRecord(view: RecordView): string {
+export function formatRecord(view: RecordView, pc: Colors): string {
   const state = view.state === 'in_progress' ? pc.yellow('in progress') : pc.green('completed');
   const ending = view.state === 'in_progress' ? 'lease ends' : 'kept until';
   const rows: [string, string][] = [
@@ -109,7 +109,7 @@ export function formatRecord(view: RecordView): string {
   return rows.map(([label, value]) => `  ${pc.dim(label.padEnd(12))}${value}`).join('\n');
 }
 
-export function formatStats(stats: StoreStats, where: string): string {
+export function formatStats(stats: StoreStats, where: string, pc: Colors): string {
   const oldest = stats.oldestInProgressAt === undefined
     ? pc.dim('none')
     : `${new Date(stats.oldestInProgressAt).toISOString()} (${duration(stats.now - stats.oldestInProgressAt)} ago)`;

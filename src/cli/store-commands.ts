@@ -6,17 +6,18 @@
  */
 import { createInterface } from 'node:readline/promises';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import pc from 'picocolors';
 import { identityId } from '../core/identity.js';
 import { sweepExpired } from '../core/sweep.js';
 import type { IdempotencyRecord } from '../core/types.js';
 import { CliError } from './cli-error.js';
+import { colorsFor } from './color.js';
 import { openStore, type OpenedStore, type StoreLocation } from './open-store.js';
 import { duration, formatRecord, formatStats, recordView } from './record-view.js';
 
 interface StoreFlags extends Omit<StoreLocation, 'url'> {
   store: string;
   json?: boolean;
+  color: boolean;
 }
 
 interface RecordFlags extends StoreFlags {
@@ -42,7 +43,8 @@ function withStoreOptions(command: Command): Command {
     .option('--table <name>', 'table of records (SQLite, PostgreSQL)', 'oncely_records')
     .option('--schema <name>', 'PostgreSQL schema', 'public')
     .option('--prefix <prefix>', 'Redis key prefix', 'oncely')
-    .option('--json', 'print JSON instead of text');
+    .option('--json', 'print JSON instead of text')
+    .option('--no-color', 'no colours (NO_COLOR is respected too)');
 }
 
 function withRecordOptions(command: Command): Command {
@@ -63,7 +65,7 @@ async function run(flags: StoreFlags, work: (opened: OpenedStore) => Promise<num
     const message = error instanceof Error ? error.message : String(error);
     const known = error instanceof CliError || (error as { code?: unknown }).code !== undefined;
     if (flags.json) process.stdout.write(`${JSON.stringify({ error: message })}\n`);
-    else process.stderr.write(`${pc.red('oncely:')} ${message}\n`);
+    else process.stderr.write(`${colorsFor(process.stderr, flags.color).red('oncely:')} ${message}\n`);
     if (!known && error instanceof Error && error.stack) process.stderr.write(`${error.stack}\n`);
     process.exitCode = EXIT_USAGE;
   } finally {
@@ -110,7 +112,10 @@ export function registerStoreCommands(program: Command): void {
       const views = records.map((record) => recordView(record));
       if (flags.json) process.stdout.write(`${JSON.stringify({ store: opened.describe, records: views }, null, 2)}\n`);
       else if (views.length === 0) process.stderr.write(`${notFound(key, flags, opened.describe)}\n`);
-      else process.stdout.write(`${views.map(formatRecord).join('\n\n')}\n`);
+      else {
+        const colors = colorsFor(process.stdout, flags.color);
+        process.stdout.write(`${views.map((view) => formatRecord(view, colors)).join('\n\n')}\n`);
+      }
       return views.length > 0 ? 0 : EXIT_NOTHING;
     }));
 
@@ -132,7 +137,7 @@ export function registerStoreCommands(program: Command): void {
       const view = recordView(claim);
       if (!flags.yes) {
         if (flags.json) throw new CliError('release with --json needs --yes');
-        process.stderr.write(`${formatRecord(view)}\n`);
+        process.stderr.write(`${formatRecord(view, colorsFor(process.stderr, flags.color))}\n`);
         const question = `Release this claim (held ${duration(view.ageMs)}, lease ends in ${duration(view.expiresInMs)})? If its holder is still running, the work may run twice.`;
         if (!(await confirm(question))) return refuse('not released');
       }
@@ -163,7 +168,7 @@ export function registerStoreCommands(program: Command): void {
       if (flags.json) {
         const oldest = stats.oldestInProgressAt === undefined ? {} : { oldestInProgressAt: new Date(stats.oldestInProgressAt).toISOString(), oldestInProgressAgeMs: stats.now - stats.oldestInProgressAt };
         process.stdout.write(`${JSON.stringify({ store: opened.describe, inProgress: stats.inProgress, completed: stats.completed, lapsed: stats.lapsed, ...oldest })}\n`);
-      } else process.stdout.write(`${formatStats(stats, opened.describe)}\n`);
+      } else process.stdout.write(`${formatStats(stats, opened.describe, colorsFor(process.stdout, flags.color))}\n`);
       return 0;
     }));
 }

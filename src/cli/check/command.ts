@@ -6,6 +6,7 @@
  */
 import { type Command, Option } from 'commander';
 import { CliError } from '../cli-error.js';
+import { useColor } from '../color.js';
 import { parseConfig, type RawOptions } from './config.js';
 import { runCheck, UnreachableError } from './probes.js';
 import { createProgress } from './progress.js';
@@ -35,13 +36,6 @@ Examples:
   $ oncely check https://api.example.com/v1/charges -H 'Authorization: Bearer sk_test_123' \\
       -d '{"amount": 100, "currency": "eur"}' -c 20
   $ oncely check http://localhost:3000/orders --json > report.json`;
-
-/** Whether to colour what goes to `stream`: never with --no-color or NO_COLOR, always with FORCE_COLOR, else on a terminal. */
-export function useColor(stream: { isTTY?: boolean }, flag: boolean, env: NodeJS.ProcessEnv = process.env): boolean {
-  if (!flag || (env.NO_COLOR !== undefined && env.NO_COLOR !== '')) return false;
-  if (env.FORCE_COLOR !== undefined && env.FORCE_COLOR !== '0') return true;
-  return stream.isTTY === true && env.TERM !== 'dumb';
-}
 
 export function registerCheckCommand(program: Command): void {
   program

@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { useColor } from './command.js';
+import { useColor } from '../color.js';
 import { EXPECTATIONS, INFERENCE_NOTE } from './expectations.js';
 import { formatReport, REPORT_WIDTH, summaryLine, toJson, wrap } from './report.js';
 import type { CheckReport, ProbeId, ProbeResult, Verdict } from './types.js';

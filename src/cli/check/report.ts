@@ -3,6 +3,7 @@
  * JSON one for CI. Both are pure functions of the `CheckReport`.
  */
 import pc from 'picocolors';
+import type { Colors } from '../color.js';
 import { DRAFT } from './expectations.js';
 import type { CheckReport, ProbeResult, Verdict } from './types.js';
 
@@ -11,7 +12,6 @@ export const REPORT_WIDTH = 100;
 const INDENT = 7;
 const LABEL_WIDTH = 9;
 
-type Colors = ReturnType<typeof pc.createColors>;
 
 export interface FormatOptions {
   color: boolean;
