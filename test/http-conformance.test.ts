@@ -1,8 +1,10 @@
 /**
  * The exported HTTP conformance suite against every adapter (fetch, Hono, Express, Fastify),
  * each on a real port, over every store on its real server; then the black-box `oncely check`
- * against the same server, which must find no failure.
+ * against the same server, which must find no failure. Express 4 and Fastify 4 (installed as
+ * `express4` and `fastify4`) run it too, on the memory store: the store is not what differs.
  */
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Readable } from 'node:stream';
@@ -76,18 +78,25 @@ function asRequest(method: string, url: string, headers: Record<string, string |
   return new Request(`http://127.0.0.1${url}`, { method, headers: flat, body: hasBody ? JSON.stringify(body ?? {}) : null });
 }
 
+// The previous majors at run time, typed as the current ones: the adapters use only APIs both have.
+const require = createRequire(import.meta.url);
+const express4 = require('express4') as typeof express;
+const Fastify4 = require('fastify4') as typeof Fastify;
+
 /** The test contract with the Express middleware on each route (and its error marker). */
-async function expressServer(store: IdempotencyStore): Promise<Running> {
+async function expressServer(store: IdempotencyStore, express: typeof express4): Promise<Running> {
   const orders = conformanceHandler();
   const common = { store, leaseMs: LEASE_MS, namespace: 'conformance-express' };
   const app = express();
   app.use(express.json({ limit: '16mb' }));
-  const handle: express.RequestHandler = async (req, res) => {
-    const response = await orders.handle(asRequest(req.method, req.originalUrl, req.headers, req.body));
-    res.status(response.status);
-    for (const [name, value] of response.headers) res.append(name, value);
-    if (response.body) Readable.fromWeb(response.body as WebReadableStream).pipe(res);
-    else res.end();
+  // Express 4 does not catch a rejected async handler (5 does): pass the error on, as Express 4 apps must.
+  const handle: express.RequestHandler = (req, res, next) => {
+    orders.handle(asRequest(req.method, req.originalUrl, req.headers, req.body)).then((response) => {
+      res.status(response.status);
+      for (const [name, value] of response.headers) res.append(name, value);
+      if (response.body) Readable.fromWeb(response.body as WebReadableStream).pipe(res);
+      else res.end();
+    }, next);
   };
   app.all('/orders', expressIdempotency({ ...common, required: true }), handle);
   app.post('/orders-optional', expressIdempotency({ ...common, required: false }), handle);
@@ -108,7 +117,7 @@ async function expressServer(store: IdempotencyStore): Promise<Running> {
 }
 
 /** The test contract with the Fastify plugin (and per-route overrides). */
-async function fastifyServer(store: IdempotencyStore): Promise<Running> {
+async function fastifyServer(store: IdempotencyStore, Fastify: typeof Fastify4): Promise<Running> {
   const orders = conformanceHandler();
   const app = Fastify({ bodyLimit: 16 * 1024 * 1024 });
   await app.register(oncelyFastify, { store, leaseMs: LEASE_MS, namespace: 'conformance-fastify', required: true });
@@ -136,11 +145,20 @@ function listen(fetch: App): Promise<Running> {
   });
 }
 
-const adapters: { name: string; start: (store: IdempotencyStore) => Promise<Running> }[] = [
+interface Adapter {
+  name: string;
+  start: (store: IdempotencyStore) => Promise<Running>;
+  /** Run on the memory store only. */
+  memoryOnly?: boolean;
+}
+
+const adapters: Adapter[] = [
   { name: 'fetch (withIdempotency)', start: async (store) => listen(fetchApp(store)) },
   { name: 'Hono (idempotency)', start: async (store) => listen(honoApp(store)) },
-  { name: 'Express (idempotency)', start: expressServer },
-  { name: 'Fastify (oncely plugin)', start: fastifyServer },
+  { name: 'Express (idempotency)', start: (store) => expressServer(store, express) },
+  { name: 'Fastify (oncely plugin)', start: (store) => fastifyServer(store, Fastify) },
+  { name: 'Express 4 (idempotency)', start: (store) => expressServer(store, express4), memoryOnly: true },
+  { name: 'Fastify 4 (oncely plugin)', start: (store) => fastifyServer(store, Fastify4), memoryOnly: true },
 ];
 
 async function executions(baseUrl: string): Promise<number> {
@@ -162,6 +180,7 @@ after(closeStoresUnderTest);
 
 for (const storeUnderTest of stores) {
   for (const adapter of adapters) {
+    if (adapter.memoryOnly && storeUnderTest.name !== 'memory') continue;
     describe(`${adapter.name} on ${storeUnderTest.name}`, { skip: storeUnderTest.skip }, () => {
       let store: IdempotencyStore | undefined;
       let server: Running | undefined;
