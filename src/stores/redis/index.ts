@@ -65,13 +65,19 @@ function text(value: Reply | undefined): string {
   return value.toString();
 }
 
-/** Reads the script's record reply: state, fp, created, exp, outcome, ns, scope, key. */
-function toRecord(id: string, fields: Reply[]): IdempotencyRecord {
-  const [state, fp, created, expires, outcome, namespace, scope, key] = fields;
+/** The meta fields of a reply; absent ones (Lua false, received as null) stay absent. */
+function metaFromReply(namespace: Reply | undefined, scope: Reply | undefined, key: Reply | undefined): RecordMeta {
   const meta: RecordMeta = {};
   if (namespace !== null && namespace !== undefined) meta.namespace = text(namespace);
   if (scope !== null && scope !== undefined) meta.scope = text(scope);
   if (key !== null && key !== undefined) meta.key = text(key);
+  return meta;
+}
+
+/** Reads the script's record reply: state, fp, created, exp, outcome, ns, scope, key. */
+function toRecord(id: string, fields: Reply[]): IdempotencyRecord {
+  const [state, fp, created, expires, outcome, namespace, scope, key] = fields;
+  const meta = metaFromReply(namespace, scope, key);
   const base = {
     id,
     fingerprint: text(fp),
@@ -282,11 +288,7 @@ export class RedisStore implements OperableStore {
         state: text(state) as IdempotencyRecord['state'],
         createdAt: Number(text(created)),
         expiresAt: Number(text(expires)),
-        meta: {
-          ...(namespace ? { namespace: text(namespace) } : {}),
-          ...(scope ? { scope: text(scope) } : {}),
-          ...(key ? { key: text(key) } : {}),
-        },
+        meta: metaFromReply(namespace, scope, key),
       })));
       cursor = text(next);
     } while (cursor !== '0');
