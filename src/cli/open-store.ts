@@ -14,15 +14,16 @@ import type * as NodeRedis from 'redis';
 import type { OperableStore } from '../core/types.js';
 import { CliError } from './cli-error.js';
 
+/** Where the records are. The command line supplies every part, its defaults included. */
 export interface StoreLocation {
   /** The store URL. */
   url: string;
-  /** Table of records (SQLite, PostgreSQL). Default `oncely_records`. */
-  table?: string;
-  /** PostgreSQL schema. Default `public`. */
-  schema?: string;
-  /** Redis key prefix. Default `oncely`. */
-  prefix?: string;
+  /** Table of records (SQLite, PostgreSQL). */
+  table: string;
+  /** PostgreSQL schema. */
+  schema: string;
+  /** Redis key prefix. */
+  prefix: string;
 }
 
 export interface OpenedStore {
@@ -31,8 +32,6 @@ export interface OpenedStore {
   describe: string;
   close(): Promise<void>;
 }
-
-const DEFAULT_TABLE = 'oncely_records';
 
 /** Imports an optional peer; a missing one becomes an install hint. */
 async function load<T>(specifier: string, purpose: string): Promise<T> {
@@ -51,7 +50,7 @@ async function openSqlite(location: StoreLocation, path: string): Promise<Opened
   if (!existsSync(path)) throw new CliError(`no SQLite file at ${path}`);
   const { default: Database } = await load<{ default: typeof BetterSqlite3 }>('better-sqlite3', 'a sqlite: store');
   const { SqliteStore } = await import('oncely/sqlite');
-  const table = location.table ?? DEFAULT_TABLE;
+  const { table } = location;
   // Our own connection, so the store leaves the file's journal mode alone.
   const database = new Database(path, { fileMustExist: true });
   const found = database.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table);
@@ -68,12 +67,11 @@ async function openPostgres(location: StoreLocation): Promise<OpenedStore> {
   const { PostgresStore } = await import('oncely/postgres');
   const pool = new driver.Pool({ connectionString: location.url, max: 2, connectionTimeoutMillis: 5_000 });
   pool.on('error', () => undefined); // an idle connection dropped by the server; the next query reports it
-  const options = { pool, ...(location.table ? { table: location.table } : {}), ...(location.schema ? { schema: location.schema } : {}) };
-  const store = new PostgresStore(options);
-  const target = `${location.schema ?? 'public'}.${location.table ?? DEFAULT_TABLE}`;
+  const { table, schema } = location;
+  const store = new PostgresStore({ pool, table, schema });
   return {
     store,
-    describe: `${redactPassword(location.url)} (table ${target})`,
+    describe: `${redactPassword(location.url)} (table ${schema}.${table})`,
     close: async () => {
       await store.close();
       await pool.end();
@@ -83,7 +81,7 @@ async function openPostgres(location: StoreLocation): Promise<OpenedStore> {
 
 async function openRedis(location: StoreLocation): Promise<OpenedStore> {
   const { RedisStore } = await import('oncely/redis');
-  const prefix = location.prefix ?? 'oncely';
+  const { prefix } = location;
   const describe = `${redactPassword(location.url)} (prefix ${prefix})`;
   // Either client library will do; ioredis first, then node-redis.
   const ioredis = await import('ioredis').catch(() => undefined);
