@@ -2,6 +2,7 @@
  * What operators see of a record: times as dates and ages, and the stored outcome described
  * (an HTTP response's status, a function's result or error) rather than dumped as bytes.
  */
+import { readFunctionOutcome, type FunctionOutcome } from '../core/function-outcome.js';
 import type { IdempotencyRecord, StoreStats } from '../core/types.js';
 import { decodeStoredResponse } from '../http/stored-response.js';
 import type { Colors } from './color.js';
@@ -39,9 +40,10 @@ export function describeOutcome(bytes: Uint8Array): OutcomeView {
     // not an HTTP response
   }
   try {
-    const parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as { ok?: unknown; error?: { name?: unknown; message?: unknown } };
-    if (parsed.ok === true) return { kind: 'function-result' };
-    if (parsed.ok === false) return { kind: 'function-error', error: `${String(parsed.error?.name)}: ${String(parsed.error?.message)}` };
+    // Any JSON parses; only idempotent()'s shape counts.
+    const parsed: Partial<FunctionOutcome> | null = readFunctionOutcome(bytes);
+    if (parsed?.ok === true) return { kind: 'function-result' };
+    if (parsed?.ok === false) return { kind: 'function-error', error: `${String(parsed.error?.name)}: ${String(parsed.error?.message)}` };
   } catch {
     // not idempotent()'s JSON either
   }

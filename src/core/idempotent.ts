@@ -2,10 +2,11 @@
  * `idempotent(fn, options)`: the core state machine around one async function. A duplicate
  * call (same key) gets the first call's stored result instead of running `fn` again.
  */
-import { canonicalJson, fromJsonSafe, toJsonSafe, type Json } from './codec.js';
+import { canonicalJson, fromJsonSafe, toJsonSafe } from './codec.js';
 import { claimOrWait, type Execution } from './engine.js';
 import { InProgressError, InvalidOptionError, KeyReuseError, StoredFailureError } from './errors.js';
 import { runInExecutionContext } from './execution-context.js';
+import { encodeFunctionOutcome, readFunctionOutcome } from './function-outcome.js';
 import { identityId, sha256Hex } from './identity.js';
 import { assertDuration } from './store-kit.js';
 import type { IdempotencyStore } from './types.js';
@@ -42,14 +43,8 @@ export interface IdempotentOptions<A extends unknown[]> {
   onError?: 'release' | 'store';
 }
 
-type Outcome = { ok: true; value: Json } | { ok: false; error: { name: string; message: string } };
-
-function encodeOutcome(outcome: Outcome): Uint8Array {
-  return Buffer.from(JSON.stringify(outcome), 'utf8');
-}
-
 function decodeOutcome(bytes: Uint8Array): unknown {
-  const outcome = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Outcome;
+  const outcome = readFunctionOutcome(bytes);
   if (outcome.ok) return fromJsonSafe(outcome.value);
   throw new StoredFailureError(outcome.error.name, outcome.error.message);
 }
@@ -90,13 +85,13 @@ export function idempotent<A extends unknown[], R>(fn: (...args: A) => R | Promi
       value = await runInExecutionContext({ signal, downstreamKey, namespace, ...context }, () => fn(...args));
     } catch (error) {
       // The caller learns of fn's error, not of a failure to store it (the claim then lapses).
-      if (onError === 'store' && !signal.aborted) await execution.complete(encodeOutcome({ ok: false, error: describeError(error) })).catch(() => undefined);
+      if (onError === 'store' && !signal.aborted) await execution.complete(encodeFunctionOutcome({ ok: false, error: describeError(error) })).catch(() => undefined);
       else await execution.release();
       throw error;
     }
     let outcome: Uint8Array;
     try {
-      outcome = encodeOutcome({ ok: true, value: toJsonSafe(value) });
+      outcome = encodeFunctionOutcome({ ok: true, value: toJsonSafe(value) });
     } catch (error) {
       await execution.release();
       throw error;
