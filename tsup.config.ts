@@ -1,10 +1,27 @@
-import { rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { defineConfig } from 'tsup';
 
 // The two builds below run at once, so neither may `clean`: empty dist/ once, here.
 rmSync('dist', { recursive: true, force: true });
 
 const drivers = ['pg', 'better-sqlite3', 'redis', 'ioredis'];
+
+/**
+ * tsup's CommonJS code-splitting pass (sucrase) names each chunk by its absolute path in the
+ * source map (`sources`, `file`): rewrite those paths relative to dist/, so no map shipped
+ * carries the build machine's directories.
+ */
+async function relativeCjsSourceMaps(): Promise<void> {
+  const dist = resolve('dist');
+  for (const name of readdirSync(dist).filter((file) => file.endsWith('.cjs.map'))) {
+    const path = join(dist, name);
+    const map = JSON.parse(readFileSync(path, 'utf8')) as { sources: string[]; file?: string };
+    map.sources = map.sources.map((source) => (isAbsolute(source) ? relative(dist, source) : source));
+    if (map.file) map.file = basename(map.file);
+    writeFileSync(path, JSON.stringify(map));
+  }
+}
 
 export default defineConfig([
   {
@@ -26,8 +43,11 @@ export default defineConfig([
     platform: 'node',
     splitting: true,
     sourcemap: true,
+    // Keep `node:` specifiers: `node:test` (oncely/testing) has no unprefixed name.
+    removeNodeProtocol: false,
     // Peer dependencies stay external: a user of oncely/redis never loads pg.
     external: [...drivers, 'hono', 'express', 'fastify'],
+    onSuccess: relativeCjsSourceMaps,
   },
   {
     // The CLI is a program, not a library: one ESM file behind `bin`. It reaches the stores
@@ -37,6 +57,7 @@ export default defineConfig([
     target: 'node20',
     platform: 'node',
     sourcemap: true,
+    removeNodeProtocol: false,
     banner: { js: '#!/usr/bin/env node' },
     external: [...drivers, /^oncely(\/|$)/],
   },
