@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { MemoryStore } from '../stores/memory/index.js';
 import { canonicalJson, decodeValue, encodeValue } from './codec.js';
-import { UnserializableResultError } from './errors.js';
+import { KeyReuseError, UnserializableResultError } from './errors.js';
+import { idempotent } from './idempotent.js';
 
 /** Values the codec promises to round-trip. */
 const storable = fc.letrec((tie) => ({
@@ -147,5 +149,64 @@ describe('canonicalJson', () => {
     assert.equal(canonicalJson(new Map([['b', 1], ['a', 2]])), canonicalJson(new Map([['a', 2], ['b', 1]])));
     assert.equal(canonicalJson(new Set([2, 1])), canonicalJson(new Set([1, 2])));
     assert.notEqual(canonicalJson(new Set([1])), canonicalJson([1]));
+  });
+
+  it('writes tags, Maps, Sets and a wrapped tag-like object exactly as before (stored fingerprints stay valid)', () => {
+    const value = {
+      b: new Map<unknown, unknown>([[2, 'x'], ['1', new Set([3n, 'y'])]]),
+      a: [undefined, Number.NaN, -Infinity, -0, 1e21, new Date(0), new Date(Number.NaN), Buffer.from('hi'), new Uint8Array([1])],
+      $oncely: 'date',
+      v: { '': null, é: true },
+    };
+    assert.equal(
+      canonicalJson(value),
+      '{"$oncely":"object","v":{"$oncely":"date","a":[{"$oncely":"undefined"},{"$oncely":"number","v":"NaN"},{"$oncely":"number","v":"-Infinity"},0,1e+21,' +
+        '{"$oncely":"date","v":0},{"$oncely":"date","v":null},{"$oncely":"buffer","v":"aGk="},{"$oncely":"bytes","v":"AQ=="}],' +
+        '"b":{"$oncely":"map","v":[["1",{"$oncely":"set","v":["y",{"$oncely":"bigint","v":"3"}]}],[2,"x"]]},"v":{"":null,"é":true}}}',
+    );
+  });
+
+  it('writes values nested 20,000 levels deep (arrays, objects, Maps, Sets) without overflowing the stack', () => {
+    const depth = 20_000;
+    let array: unknown = [];
+    let object: unknown = {};
+    let map: unknown = 0;
+    let set: unknown = 0;
+    for (let i = 0; i < depth; i++) {
+      array = [array];
+      object = { a: object };
+      map = new Map([['k', map]]);
+      set = new Set([set]);
+    }
+    assert.equal(canonicalJson(array), `${'['.repeat(depth + 1)}${']'.repeat(depth + 1)}`);
+    assert.equal(canonicalJson(object), `${'{"a":'.repeat(depth)}{}${'}'.repeat(depth)}`);
+    assert.equal(canonicalJson(map), `${'{"$oncely":"map","v":[["k",'.repeat(depth)}0${']]}'.repeat(depth)}`);
+    assert.equal(canonicalJson(set), `${'{"$oncely":"set","v":['.repeat(depth)}0${']}'.repeat(depth)}`);
+  });
+
+  it('refuses what it cannot write, naming where it is, also through Maps, Sets and cycles', () => {
+    const looped: Record<string, unknown> = { list: [1] };
+    (looped.list as unknown[]).push(looped);
+    const cases: [unknown, RegExp][] = [
+      [{ fn: () => 1 }, /a function at \$\.fn\b/],
+      [new Map([[1, { s: Symbol('s') }]]), /a symbol at \$<value 0>\.s\b/],
+      [new Set([new Int16Array(1)]), /Int16Array at \$<member 0>/],
+      [looped, /a circular reference at \$\.list\[1\]/],
+    ];
+    for (const [value, message] of cases) {
+      assert.throws(() => canonicalJson(value), (error: unknown) => error instanceof UnserializableResultError && message.test(error.message));
+    }
+    const shared = { a: 1 };
+    assert.equal(canonicalJson([shared, shared]), '[{"a":1},{"a":1}]', 'a value seen twice is not a cycle');
+  });
+
+  it('fingerprints idempotent() arguments nested 20,000 levels deep', async () => {
+    let deep: unknown = 'order-1';
+    for (let i = 0; i < 20_000; i++) deep = { next: deep };
+    let runs = 0;
+    const charge = idempotent(async (_order: unknown) => ++runs, { store: new MemoryStore(), key: () => 'k', namespace: 'deep' });
+    assert.equal(await charge(deep), 1);
+    assert.equal(await charge(deep), 1, 'the retry replays');
+    await assert.rejects(charge({ next: 'other' }), KeyReuseError);
   });
 });
