@@ -9,8 +9,8 @@ export interface ResponseParts {
 /** The request body as an adapter can get it, for the fingerprint. */
 export type RequestBody =
   | { kind: 'none' }
-  /** Already parsed by the framework's body parser (Express, Fastify). */
-  | { kind: 'parsed'; value: unknown }
+  /** Already parsed by the framework's body parser (Express): what the handler receives, and the request's Content-Type. */
+  | { kind: 'parsed'; value: unknown; contentType?: string }
   | { kind: 'bytes'; bytes: Uint8Array; contentType: string | undefined }
   | { kind: 'too-large' };
 

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { createGunzip, gzipSync } from 'node:zlib';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import Fastify, { type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyReply, type FastifyRequest, type RequestPayload } from 'fastify';
 import { executionContext } from '../../core/execution-context.js';
 import { MemoryStore } from '../../stores/memory/index.js';
 import oncely, { type FastifyIdempotencyOptions } from './index.js';
@@ -275,5 +276,80 @@ describe('oncely (Fastify plugin)', () => {
     assert.equal(executions('/orders'), 2);
     assert.equal(scoped[0]?.routeOptions.url, '/orders');
     assert.equal(typeof scoped[0]?.log.info, 'function');
+  });
+});
+
+describe('oncely (Fastify plugin): the fingerprint covers the body as sent', () => {
+  async function echo(options: Partial<FastifyIdempotencyOptions> = {}, setup: (app: ReturnType<typeof Fastify>) => void = () => {}) {
+    let runs = 0;
+    const app = Fastify();
+    setup(app);
+    await app.register(oncely, { store: new MemoryStore(), required: true, ...options });
+    app.post('/echo', async (request) => ({ run: ++runs, amount: (request.body as { amount?: unknown } | null)?.amount }));
+    const post = (key: string, payload: string | Buffer | Readable, contentType = 'application/json', headers: Record<string, string> = {}) =>
+      app.inject({ method: 'POST', url: '/echo', payload, headers: { 'content-type': contentType, 'idempotency-key': key, ...headers } });
+    return { app, post, runs: () => runs };
+  }
+
+  it('answers 422 for numbers one double cannot tell apart, and replays the same JSON with other key order and whitespace', async () => {
+    const { post, runs } = await echo();
+    const key = randomUUID();
+    assert.equal((await post(key, '{"amount":18446744073709551616,"currency":"eur"}')).statusCode, 200);
+    assert.equal((await post(key, '{"amount":18446744073709551617,"currency":"eur"}')).statusCode, 422);
+    const retry = await post(key, '{ "currency": "eur",\n  "amount": 18446744073709551616 }');
+    assert.equal(retry.headers['idempotent-replayed'], 'true');
+    assert.equal(runs(), 1);
+  });
+
+  it('answers 422 for the same bytes under another content type', async () => {
+    const { app, post } = await echo();
+    app.addContentTypeParser('text/plain', { parseAs: 'string' }, (_request, body, done) => done(null, JSON.parse(body as string)));
+    const key = randomUUID();
+    assert.equal((await post(key, '{"a":1}', 'application/json')).statusCode, 200);
+    assert.equal((await post(key, '{"a":1}', 'text/plain')).statusCode, 422);
+  });
+
+  it('answers 413 for a body over maxBodyBytes sent without Content-Length, before the handler runs', async () => {
+    const { post, runs } = await echo({ maxBodyBytes: 1000 });
+    const chunks = Array.from({ length: 3 }, () => Buffer.from(`"${'x'.repeat(598)}"`));
+    const body = Readable.from([Buffer.from('['), chunks[0]!, Buffer.from(','), chunks[1]!, Buffer.from(','), chunks[2]!, Buffer.from(']')]);
+    const response = await post(randomUUID(), body);
+    assert.equal(response.statusCode, 413);
+    assert.equal(runs(), 0);
+  });
+
+  it('fingerprints what the parser reads after an app hook that decompresses, with Content-Length still checked', async () => {
+    const { post, runs } = await echo({}, (app) =>
+      app.addHook('preParsing', async (request: FastifyRequest, _reply: FastifyReply, payload: RequestPayload) => {
+        if (request.headers['content-encoding'] !== 'gzip') return payload;
+        let received = 0;
+        payload.on('data', (chunk: Buffer) => (received += chunk.length));
+        const inflated = payload.pipe(createGunzip());
+        Object.defineProperty(inflated, 'receivedEncodedLength', { get: () => received });
+        return inflated;
+      }),
+    );
+    const key = randomUUID();
+    const first = await post(key, gzipSync('{"amount":18446744073709551616}'), 'application/json', { 'content-encoding': 'gzip' });
+    assert.equal(first.statusCode, 200);
+    assert.equal(first.json<{ amount: number }>().amount, 18446744073709551616);
+    assert.equal((await post(key, '{ "amount": 18446744073709551616 }')).headers['idempotent-replayed'], 'true', 'the same JSON sent plain');
+    assert.equal((await post(key, gzipSync('{"amount":18446744073709551617}'), 'application/json', { 'content-encoding': 'gzip' })).statusCode, 422);
+    assert.equal(runs(), 1);
+  });
+
+  it('answers a body nested 20,000 levels deep without a 500', async () => {
+    const { post } = await echo();
+    const deep = `${'['.repeat(20_000)}1${']'.repeat(20_000)}`;
+    const response = await post(randomUUID(), deep);
+    assert.ok(response.statusCode < 500, `status ${response.statusCode}: ${response.body.slice(0, 200)}`);
+  });
+
+  it('leaves the body to a custom fingerprint', async () => {
+    const { post, runs } = await echo({ fingerprint: () => 'one' });
+    const key = randomUUID();
+    await post(key, '{"a":1}');
+    assert.equal((await post(key, '{"a":2}')).headers['idempotent-replayed'], 'true');
+    assert.equal(runs(), 1);
   });
 });

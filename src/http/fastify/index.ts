@@ -3,7 +3,7 @@
  */
 import { Readable, Transform, pipeline } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RequestPayload, RouteOptions } from 'fastify';
 import { runInExecutionContext } from '../../core/execution-context.js';
 import { createProtocol, type Decision, type HttpExecution, type IdempotencyOptions } from '../protocol.js';
 import type { RequestBody, RequestFacts, ResponseParts } from '../types.js';
@@ -52,6 +52,8 @@ const oncelyPlugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async (fasti
     const { methods, maxStoredBytes } = protocol.settings;
     if (![route.method].flat().some((method) => methods.includes(method.toUpperCase()))) return;
     protectRoute(route as RouteOptions, protocol.decide, maxStoredBytes);
+    // A custom fingerprint never reads the body: nothing to keep.
+    if (!protocol.settings.fingerprint) captureBody(route as RouteOptions, protocol.settings.maxBodyBytes);
   });
 };
 
@@ -135,11 +137,54 @@ function requestFacts(request: FastifyRequest): RequestFacts {
     async body(maxBytes): Promise<RequestBody> {
       if (Number(request.headers['content-length'] ?? Number.NaN) > maxBytes) return { kind: 'too-large' };
       const { body } = request;
-      if (body === undefined || body === null) return { kind: 'none' };
+      // No parser ran: the request had no body.
+      if (body === undefined) return { kind: 'none' };
+      const contentType = request.headers['content-type'];
+      const captured = bodies.get(request);
+      bodies.delete(request);
+      if (captured?.ended) return captured.size > maxBytes ? { kind: 'too-large' } : { kind: 'bytes', bytes: Buffer.concat(captured.chunks), contentType };
+      // A parser that did not read the body to its end: what it made of it is all there is.
       if ((Buffer.isBuffer(body) || typeof body === 'string') && Buffer.byteLength(body) > maxBytes) return { kind: 'too-large' };
-      return { kind: 'parsed', value: body };
+      return { kind: 'parsed', value: body, contentType };
     },
   };
+}
+
+/** The bytes of a protected request's body as its parser read them: up to the limit, then only their size. */
+interface CapturedBody {
+  chunks: Buffer[];
+  size: number;
+  ended: boolean;
+}
+
+const bodies = new WeakMap<FastifyRequest, CapturedBody>();
+
+/**
+ * Keeps the body's bytes as Fastify's parser reads them (this preParsing hook runs last, after
+ * any that decompress), so that the fingerprint covers the body as sent, not as parsed: two
+ * numbers one double cannot tell apart, or two invalid UTF-8 sequences, stay two requests.
+ */
+function captureBody(route: RouteOptions, limit: number): void {
+  route.preParsing = hooks(route.preParsing, async function idempotencyPreParsing(request: FastifyRequest, _reply: FastifyReply, payload: RequestPayload) {
+    const captured: CapturedBody = { chunks: [], size: 0, ended: false };
+    bodies.set(request, captured);
+    const tap = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        captured.size += chunk.byteLength;
+        if (captured.size <= limit) captured.chunks.push(chunk);
+        else captured.chunks.length = 0;
+        callback(null, chunk);
+      },
+      flush(callback) {
+        captured.ended = true;
+        callback();
+      },
+    });
+    // Fastify compares Content-Length with what an earlier hook (one that decompresses) says it received.
+    Object.defineProperty(tap, 'receivedEncodedLength', { get: () => payload.receivedEncodedLength });
+    pipeline(payload, tap, () => {});
+    return tap;
+  });
 }
 
 async function settle<T>(state: Pending, work: () => Promise<T>): Promise<T | undefined> {
