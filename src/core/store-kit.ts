@@ -40,8 +40,47 @@ export function withTimeout<T>(work: Promise<T>, timeoutMs: number, what: string
 
 export function assertDuration(name: string, value: unknown): asserts value is number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(`${name} must be a positive whole number of milliseconds, got ${String(value)}`);
+    throw new InvalidOptionError(`${name} must be a positive whole number of milliseconds, got ${describeValue(value)}`);
   }
+}
+
+/** Longest delay a Node timer keeps: a longer one fires after 1 ms instead. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A duration that becomes a timer's delay (a timeout, an interval). */
+export function assertTimerDuration(name: string, value: unknown): asserts value is number {
+  assertDuration(name, value);
+  if (value > MAX_TIMER_MS) throw new InvalidOptionError(`${name} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${value}`);
+}
+
+/** A count or size: records, bytes, a limit. */
+export function assertPositiveInteger(name: string, value: unknown): asserts value is number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidOptionError(`${name} must be a positive whole number, got ${describeValue(value)}`);
+  }
+}
+
+/**
+ * What a wrong option value is, for an error message: its type or class, never its text,
+ * since a string given where a client belongs is often a URL with a password in it.
+ */
+export function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `the ${typeof value} ${String(value)}`;
+  if (typeof value !== 'object') return `a ${typeof value}`;
+  const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof name === 'string' && name !== '' && name !== 'Object' ? `a ${name}` : 'an object';
+}
+
+/**
+ * The options a store constructor was given. Anything but an object (nothing at all, a URL
+ * string) is an `InvalidOptionError` that shows `example`, the call to make instead.
+ */
+export function storeOptions<T>(options: T, store: string, example: string): T & object {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidOptionError(`${store} needs an options object, got ${describeValue(options)}: ${example}`);
+  }
+  return options;
 }
 
 export function assertId(id: unknown): asserts id is string {
@@ -53,7 +92,7 @@ export function assertId(id: unknown): asserts id is string {
 /** Validates a purge limit; default 1000. */
 export function purgeLimit(limit: number | undefined): number {
   const value = limit ?? 1000;
-  assertDuration('purge limit', value);
+  assertPositiveInteger('purge limit', value);
   return value;
 }
 
@@ -64,7 +103,7 @@ export function recordQuery(query: RecordQuery): Required<Pick<RecordQuery, 'key
     if (query[part] !== undefined && typeof query[part] !== 'string') throw new InvalidOptionError(`findByKey: ${part} must be a string`);
   }
   const limit = query.limit ?? 20;
-  assertDuration('findByKey limit', limit);
+  assertPositiveInteger('findByKey limit', limit);
   return { ...query, limit };
 }
 

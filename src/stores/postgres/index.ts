@@ -6,22 +6,25 @@
  * caller's transaction. Times are kept at millisecond precision, the unit of the whole API.
  */
 import { createHash } from 'node:crypto';
-import type { Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
-import { StoreUnavailableError } from '../../core/errors.js';
+import type { Client, Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
+import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
 import {
   DEFAULT_STORE_TIMEOUT_MS,
   answerFromExisting,
   assertDuration,
   assertId,
+  assertTimerDuration,
+  describeValue,
   newToken,
   purgeLimit,
   recordQuery,
   statsFromRow,
+  storeOptions,
   withTimeout,
   type StatsRow,
 } from '../../core/store-kit.js';
 import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, OperableStore, PurgeOptions, RecordMeta, RecordQuery, StoreStats } from '../../core/types.js';
-import { SettleListener } from './listener.js';
+import { SettleListener, poolMax } from './listener.js';
 import { MIGRATIONS, tableNames, type TableNames, type TableOptions } from './migrations.js';
 
 export { postgresMigrationSql } from './migrations.js';
@@ -31,6 +34,31 @@ export interface PostgresStoreOptions extends TableOptions {
   pool: Pool;
   /** Longest one store operation may take before `StoreUnavailableError`. Default 5000 ms. */
   timeoutMs?: number;
+  /**
+   * Makes the connection that waiting duplicates LISTEN on, outside the pool: a new, not yet
+   * connected `pg.Client`, e.g. `() => new pg.Client({ connectionString })`. The store
+   * connects it on the first wait, ends it in `close()` (or when the pool ends), and calls
+   * this again after that connection fails.
+   *
+   * Default: LISTEN on one connection of `pool`, held until `close()`, taken only while the
+   * pool keeps another for queries. A pool of `max: 1` (the usual serverless setting) has
+   * none to spare: waiters then poll (25 ms doubling to 500 ms) unless this is given. Give it
+   * too when `pool` goes through a transaction-pooling proxy (PgBouncer), which does not
+   * deliver notifications: point it at the server itself.
+   */
+  listenClient?: () => Client;
+}
+
+const USAGE = 'new PostgresStore({ pool: new pg.Pool({ connectionString }) })';
+
+/** Checks that `pool` is a `pg.Pool`: a URL string or a single client fails here, not at the first call. */
+function assertPool(pool: unknown): asserts pool is Pool {
+  const candidate = pool as Partial<Record<'query' | 'connect' | 'release', unknown>> & { totalCount?: unknown } | null | undefined;
+  if (typeof candidate?.query === 'function' && typeof candidate.connect === 'function' && typeof candidate.totalCount === 'number') return;
+  const hint = typeof candidate?.query === 'function'
+    ? 'a single client; pass the pool (to run the store inside a transaction on a client, use store.withClient(client))'
+    : 'pass new pg.Pool({ connectionString: process.env.DATABASE_URL })';
+  throw new InvalidOptionError(`pool must be a pg.Pool, got ${describeValue(pool)}: ${hint}`);
 }
 
 /** What both a Pool and a checked-out client can do. */
@@ -96,23 +124,58 @@ export class PostgresStore implements OperableStore {
   readonly #markWaitedSql: string;
   /** Where queries go: the pool, or the caller's client for a store from `withClient`. */
   #db: Queryable;
-  /** Shared with the stores made by `withClient`; only this one's `close()` ends it. */
-  #listener: SettleListener;
+  /** Shared with the stores made by `withClient`; only this one's `close()` ends it. Absent when waiters poll. */
+  #listener: SettleListener | undefined;
   #ownsListener = true;
 
+  /**
+   * Resolves when `complete`, `release` or `delete` of `id` commits in any process (PostgreSQL
+   * NOTIFY on channel `oncely_settled_<table>`), or after `timeoutMs`; never rejects.
+   *
+   * The first waiter opens the listening connection (see `listenClient`) and the store keeps
+   * it until `close()`. Should it fail, waiters wait out their timeout and the next one opens
+   * another. PostgreSQL delivers only what commits after LISTEN ran, so a settle just before
+   * it is seen at the waiter's next claim.
+   *
+   * Absent when the pool has `max: 1` and no `listenClient` is given: waiters then poll.
+   */
+  readonly waitForSettle?: (id: string, timeoutMs: number) => Promise<void>;
+
   constructor(options: PostgresStoreOptions) {
+    const { pool, timeoutMs = DEFAULT_STORE_TIMEOUT_MS, listenClient } = storeOptions(options, 'PostgresStore', USAGE);
+    assertPool(pool);
+    assertTimerDuration('timeoutMs', timeoutMs);
+    if (listenClient !== undefined && typeof listenClient !== 'function') {
+      throw new InvalidOptionError(`listenClient must be a function that returns a new pg.Client, got ${describeValue(listenClient)}: listenClient: () => new pg.Client({ connectionString })`);
+    }
     this.#options = options;
-    this.#pool = options.pool;
+    this.#pool = pool;
     this.#names = tableNames(options);
-    this.#timeoutMs = options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
-    assertDuration('timeoutMs', this.#timeoutMs);
-    this.#db = options.pool;
+    this.#timeoutMs = timeoutMs;
+    this.#db = pool;
     this.#claimSql = claimSql(this.#names.records);
     this.#takeoverSql = takeoverSql(this.#names.records);
     this.#notifySettled = `, notified AS (SELECT pg_notify('${this.#names.channel}', id) FROM done WHERE waited)
 SELECT (SELECT count(*) FROM done)::int AS changed, (SELECT count(*) FROM notified)::int AS notified`;
     this.#markWaitedSql = `UPDATE ${this.#names.records} SET waited = true WHERE id = $1 AND state = 'in_progress' AND expires_at > clock_timestamp()`;
-    this.#listener = new SettleListener(options.pool, this.#names.channel);
+    // A pool of one connection cannot spare it to LISTEN: without `listenClient`, waiters poll.
+    if (listenClient === undefined && poolMax(pool) < 2) return;
+    this.#listener = new SettleListener(pool, this.#names.channel, listenClient);
+    this.waitForSettle = async (id, waitMs) => {
+      // Read at each call: a store from `withClient` uses its parent's listener.
+      const listener = this.#listener!;
+      const woken = listener.wait(id, waitMs);
+      // Listen first, then mark the record waited: a settle after the mark notifies, one before it
+      // leaves nothing to mark, and then the waiter is woken at once. In the background, so a
+      // connection that never comes (server unreachable) only leaves the timeout.
+      void listener
+        .listening()
+        .then(async (listening) => {
+          if (listening && (await this.#pool.query(prepared(this.#markWaitedSql, [id]))).rowCount === 0) listener.wake(id);
+        })
+        .catch(() => undefined);
+      return woken;
+    };
   }
 
   /**
@@ -277,35 +340,13 @@ ORDER BY created_at DESC LIMIT $4`,
   }
 
   /**
-   * Resolves when `complete`, `release` or `delete` of `id` commits in any process (PostgreSQL
-   * NOTIFY on channel `oncely_settled_<table>`), or after `timeoutMs`; never rejects.
-   *
-   * The first waiter checks one connection out of your pool and keeps it to LISTEN until
-   * `close()`, so the pool needs room for it (`max` ≥ 2). Should that connection fail, waiters
-   * wait out their timeout and the next one checks out another. PostgreSQL delivers only what
-   * commits after LISTEN ran, so a settle just before it is seen at the waiter's next claim.
-   */
-  async waitForSettle(id: string, timeoutMs: number): Promise<void> {
-    const woken = this.#listener.wait(id, timeoutMs);
-    // Listen first, then mark the record waited: a settle after the mark notifies, one before it
-    // leaves nothing to mark, and then the waiter is woken at once. In the background, so a
-    // connection that never comes (server unreachable) only leaves the timeout.
-    void this.#listener
-      .listening()
-      .then(async (listening) => {
-        if (listening && (await this.#pool.query(prepared(this.#markWaitedSql, [id]))).rowCount === 0) this.#listener.wake(id);
-      })
-      .catch(() => undefined);
-    return woken;
-  }
-
-  /**
-   * Returns the listening connection to your pool (it is destroyed, not reused) and wakes
-   * every waiter. The pool (and any client given to `withClient`) is yours to end; call this
-   * before `pool.end()`, which otherwise waits up to a second for the listener to notice.
+   * Lets go of the listening connection, if any (one from your pool is destroyed, not reused;
+   * one from `listenClient` is ended), and wakes every waiter. The pool (and any client given
+   * to `withClient`) is yours to end; call this before `pool.end()`, which otherwise waits up
+   * to a second for the listener to notice.
    */
   async close(): Promise<void> {
-    if (this.#ownsListener) this.#listener.close();
+    if (this.#ownsListener) this.#listener?.close();
   }
 
   /** `statement … RETURNING id, waited` as one statement that also notifies the waiters of the returned id, if any. */

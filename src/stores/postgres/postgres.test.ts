@@ -313,7 +313,7 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
       try {
         const id = newId();
         const token = await acquire(other, id);
-        const woke = settledAt(waiter.waitForSettle(id, 10_000));
+        const woke = settledAt(waiter.waitForSettle!(id, 10_000));
         await until(async () => (await listeners()) === 1, 'the LISTEN connection');
         const started = performance.now();
         assert.ok(await settle(id, token));
@@ -331,7 +331,7 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
       const id = newId();
       const token = await acquire(store, id);
       const started = performance.now();
-      const woke = settledAt(waiter.waitForSettle(id, 600));
+      const woke = settledAt(waiter.waitForSettle!(id, 600));
       await until(async () => (await listeners()) === 1, 'the LISTEN connection');
       assert.equal(await other.complete(id, 'not-the-token', Buffer.from('x'), 60_000), 'lost');
       assert.equal(await other.delete(newId()), false);
@@ -353,8 +353,8 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
       let woken = '';
       const bound = waiter.withClient(client);
       const waits = [
-        bound.waitForSettle(rolledBack, 1_500).then(() => (woken += 'rolledBack ')),
-        waiter.waitForSettle(committed, 5_000).then(() => (woken += 'committed ')),
+        bound.waitForSettle!(rolledBack, 1_500).then(() => (woken += 'rolledBack ')),
+        waiter.waitForSettle!(committed, 5_000).then(() => (woken += 'committed ')),
       ];
       await until(async () => (await listeners()) === 1, 'one LISTEN connection for both stores');
       await client.query('BEGIN');
@@ -384,8 +384,8 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
       const token = await acquire(other, id);
       assert.equal(await other.complete(id, token, Buffer.from('done'), 60_000), 'ok');
       const started = performance.now();
-      await waiter.waitForSettle(id, 5_000);
-      await waiter.waitForSettle(newId(), 5_000);
+      await waiter.waitForSettle!(id, 5_000);
+      await waiter.waitForSettle!(newId(), 5_000);
       assert.ok(performance.now() - started < 1_000, 'no waiting out the timeout');
     } finally {
       await waiter.close();
@@ -399,8 +399,8 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
       const others = Array.from({ length: 5 }, newId);
       for (const each of others) await acquire(other, each); // in progress too, so their waiters sleep on
       const token = await acquire(other, id);
-      const woke = Array.from({ length: 50 }, () => waiter.waitForSettle(id, 10_000));
-      const unrelated = others.map((each) => settledAt(waiter.waitForSettle(each, 1_000)));
+      const woke = Array.from({ length: 50 }, () => waiter.waitForSettle!(id, 10_000));
+      const unrelated = others.map((each) => settledAt(waiter.waitForSettle!(each, 1_000)));
       await until(async () => (await listeners()) === 1, 'the LISTEN connection');
       await sleep(50);
       assert.equal(await listeners(), 1);
@@ -420,14 +420,14 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
       const waiter = new PostgresStore({ pool: ownPool, table });
       const running = newId();
       await acquire(other, running); // an in-progress record, so the waiter sleeps until woken
-      const woke = waiter.waitForSettle(running, 60_000);
+      const woke = waiter.waitForSettle!(running, 60_000);
       await until(async () => ownPool.totalCount - ownPool.idleCount === 1 && (await listeners()) === 1, 'the LISTEN connection');
       await waiter.close();
       await woke;
       await until(async () => ownPool.totalCount === ownPool.idleCount && (await listeners()) === 0, 'the connection to close');
       assert.equal(ownPool.ending, false);
       assert.equal(await waiter.get(newId()), undefined, 'the store still answers on the pool');
-      assert.equal(await waiter.waitForSettle(newId(), 10), undefined, 'a closed store only times out');
+      assert.equal(await waiter.waitForSettle!(newId(), 10), undefined, 'a closed store only times out');
     } finally {
       await ownPool.end();
     }
@@ -436,7 +436,7 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
   test('pool.end() without close() still finishes: the listener lets go when the pool ends', async () => {
     const ownPool = new pg.Pool({ connectionString: POSTGRES_URL, max: 2 });
     const waiter = new PostgresStore({ pool: ownPool, table });
-    void waiter.waitForSettle(newId(), 100);
+    void waiter.waitForSettle!(newId(), 100);
     await until(async () => (await listeners()) === 1, 'the LISTEN connection');
     const started = performance.now();
     await ownPool.end();
@@ -449,15 +449,15 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
     try {
       const id = newId();
       const token = await acquire(other, id);
-      void waiter.waitForSettle(id, 50);
+      void waiter.waitForSettle!(id, 50);
       await until(async () => (await listeners()) === 1, 'the LISTEN connection');
       await pool.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1', [`LISTEN "${channel}"`]);
       await until(async () => (await listeners()) === 0, 'the listener to be gone');
       const started = performance.now();
-      const missed = settledAt(waiter.waitForSettle(id, 300));
+      const missed = settledAt(waiter.waitForSettle!(id, 300));
       const elapsed = (await missed) - started;
       assert.ok(elapsed >= 290, `no wake-up without a listener (${elapsed.toFixed(0)} ms)`);
-      const woke = waiter.waitForSettle(id, 10_000);
+      const woke = waiter.waitForSettle!(id, 10_000);
       await until(async () => (await listeners()) === 1, 'a new LISTEN connection');
       const settled = performance.now();
       assert.equal(await other.complete(id, token, Buffer.from('done'), 60_000), 'ok');
@@ -473,8 +473,8 @@ describe('PostgresStore waitForSettle (LISTEN/NOTIFY)', { skip }, () => {
     const dead = new PostgresStore({ pool: deadPool, table, timeoutMs: 500 });
     try {
       const started = performance.now();
-      await dead.waitForSettle(newId(), 300);
-      await dead.waitForSettle(newId(), 100);
+      await dead.waitForSettle!(newId(), 300);
+      await dead.waitForSettle!(newId(), 100);
       const elapsed = performance.now() - started;
       assert.ok(elapsed >= 390 && elapsed < 700, `resolved after ${elapsed.toFixed(0)} ms`);
     } finally {
