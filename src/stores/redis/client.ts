@@ -8,6 +8,7 @@
  * both libraries, so a project that installs only one of them still type-checks.
  */
 import { InvalidOptionError } from '../../core/errors.js';
+import { describeValue } from '../../core/store-kit.js';
 import type { Script } from './scripts.js';
 
 /** An argument a script receives: text, or bytes passed through unchanged. */
@@ -182,8 +183,8 @@ function nodeRedisRunner(client: NodeRedisLike): ScriptRunner {
 
 /** Recognises the client library by duck typing and adapts it. */
 export function scriptRunner(client: RedisClient): ScriptRunner {
-  const candidate = client as Partial<IoredisLike & NodeRedisLike>;
-  if (typeof candidate.callBuffer === 'function') return ioredisRunner(client as IoredisLike);
-  if (typeof candidate.withTypeMapping === 'function') return nodeRedisRunner(client as NodeRedisLike);
-  throw new InvalidOptionError('RedisStore needs a node-redis v5 client (createClient) or an ioredis v5 client (new Redis)');
+  const candidate = client as Partial<IoredisLike & NodeRedisLike> | null | undefined;
+  if (typeof candidate?.callBuffer === 'function') return ioredisRunner(client as IoredisLike);
+  if (typeof candidate?.withTypeMapping === 'function') return nodeRedisRunner(client as NodeRedisLike);
+  throw new InvalidOptionError(`client must be a node-redis v5 client (await createClient({ url }).connect()) or an ioredis v5 client (new Redis(url)), got ${describeValue(client)}`);
 }

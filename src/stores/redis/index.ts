@@ -12,11 +12,14 @@ import {
   StatsTally,
   assertDuration,
   assertId,
+  assertTimerDuration,
+  describeValue,
   matchesQuery,
   newToken,
   newestFirst,
   purgeLimit,
   recordQuery,
+  storeOptions,
   withTimeout,
 } from '../../core/store-kit.js';
 import type {
@@ -157,11 +160,11 @@ export class RedisStore implements OperableStore {
   readonly waitForSettle?: (id: string, timeoutMs: number) => Promise<void>;
 
   constructor(options: RedisStoreOptions) {
-    const { client, prefix = 'oncely', timeoutMs = DEFAULT_STORE_TIMEOUT_MS } = options;
+    const { client, prefix = 'oncely', timeoutMs = DEFAULT_STORE_TIMEOUT_MS } = storeOptions(options, 'RedisStore', 'new RedisStore({ client: new Redis(url) }) or new RedisStore({ client: await createClient({ url }).connect() })');
     if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
-      throw new InvalidOptionError(`prefix must be a string without { or }, got ${JSON.stringify(prefix)}`);
+      throw new InvalidOptionError(`prefix must be a string without { or }, got ${typeof prefix === 'string' ? JSON.stringify(prefix) : describeValue(prefix)}`);
     }
-    assertDuration('timeoutMs', timeoutMs);
+    assertTimerDuration('timeoutMs', timeoutMs);
     this.#runner = scriptRunner(client);
     this.#prefix = prefix;
     this.#timeoutMs = timeoutMs;

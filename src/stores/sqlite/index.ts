@@ -7,7 +7,18 @@
  */
 import Database from 'better-sqlite3';
 import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
-import { answerFromExisting, assertDuration, assertId, newToken, purgeLimit, recordQuery, statsFromRow, type StatsRow } from '../../core/store-kit.js';
+import {
+  answerFromExisting,
+  assertDuration,
+  assertId,
+  describeValue,
+  newToken,
+  purgeLimit,
+  recordQuery,
+  statsFromRow,
+  storeOptions,
+  type StatsRow,
+} from '../../core/store-kit.js';
 import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, OperableStore, PurgeOptions, RecordMeta, RecordQuery, StoreStats } from '../../core/types.js';
 import { schemaSql, statementsSql } from './sql.js';
 
@@ -88,6 +99,24 @@ function openFile(path: string, busyTimeoutMs: number): Database.Database {
   }
 }
 
+const USAGE = "new SqliteStore({ path: './oncely.db' }) or new SqliteStore({ database })";
+
+/** Exactly one of `path` (a file name) and `database` (a better-sqlite3 connection), each of the right kind. */
+function assertSource(options: { path?: unknown; database?: unknown }): void {
+  const { path, database } = options;
+  if ((path === undefined) === (database === undefined)) {
+    throw new InvalidOptionError(`SqliteStore needs exactly one of path (a database file such as './oncely.db', or ':memory:') and database (your better-sqlite3 connection): ${USAGE}`);
+  }
+  if (path !== undefined && (typeof path !== 'string' || path === '')) {
+    throw new InvalidOptionError(`path must be a database file name such as './oncely.db', or ':memory:', got ${typeof path === 'string' ? 'an empty string' : describeValue(path)}`);
+  }
+  if (database === undefined) return;
+  const methods = database as Record<string, unknown> | null;
+  if (['prepare', 'exec', 'pragma', 'transaction'].every((method) => typeof methods?.[method] === 'function')) return;
+  const hint = typeof database === 'string' ? 'for a file name, pass it as path' : 'pass new Database(file) from better-sqlite3';
+  throw new InvalidOptionError(`database must be a better-sqlite3 Database, got ${describeValue(database)}: ${hint}`);
+}
+
 function toRecord(id: string, row: RecordRow): IdempotencyRecord {
   const meta: RecordMeta = {};
   if (row.namespace !== null) meta.namespace = row.namespace;
@@ -115,14 +144,13 @@ export class SqliteStore implements OperableStore {
   private readonly claimTransaction;
 
   constructor(options: SqliteStoreOptions) {
+    storeOptions(options, 'SqliteStore', USAGE);
     const table = options.table ?? 'oncely_records';
-    if (!IDENTIFIER.test(table) || /^sqlite_/i.test(table)) {
-      throw new InvalidOptionError(`table must be a plain SQL identifier (letters, digits, _; not sqlite_*), got ${JSON.stringify(table)}`);
+    if (typeof table !== 'string' || !IDENTIFIER.test(table) || /^sqlite_/i.test(table)) {
+      throw new InvalidOptionError(`table must be a plain SQL identifier (letters, digits, _; not sqlite_*), got ${typeof table === 'string' ? JSON.stringify(table) : describeValue(table)}`);
     }
     if (options.busyTimeoutMs !== undefined) assertDuration('busyTimeoutMs', options.busyTimeoutMs);
-    if ((options.path === undefined) === (options.database === undefined)) {
-      throw new InvalidOptionError('SqliteStore needs exactly one of `path` or `database`');
-    }
+    assertSource(options);
     this.ownsDatabase = options.path !== undefined;
     this.db = options.path !== undefined ? openFile(options.path, options.busyTimeoutMs ?? 5_000) : options.database;
     try {
