@@ -394,6 +394,61 @@ describe('oncely inspect, release, purge and stats', { concurrency: true }, () =
       });
     }
 
+    it('a store that refuses its options exits at once: the client opened for it is closed (--prefix with a brace, a bad --table)', { skip: postgresSkip ?? redisSkip }, async () => {
+      // One at a time, like every run below: the suites beside this one run child processes too.
+      const prefix = await runCli(['stats', '--store', REDIS_URL, '--prefix', 'a{b}']);
+      const table = await runCli(['stats', '--store', POSTGRES_URL, '--table', 'no-dashes']);
+      assertExit(prefix, 2);
+      assert.match(prefix.stderr, /prefix must be a string without \{ or \}/);
+      assertExit(table, 2);
+      assert.match(table.stderr, /table must match/);
+      for (const run of [prefix, table]) {
+        assertNoStack(run);
+        // Not killed at 15 s, as a run was whose Redis client stayed open.
+        assert.ok(run.ms < 10_000, `took ${Math.round(run.ms)} ms`);
+      }
+    });
+
+    it('a Redis database the server refuses (or a path that is no database) is an error for every command, not database 0', { skip: redisSkip }, async () => {
+      for (const command of [['stats'], ['inspect', 'order-1'], ['release', 'order-1', '--yes'], ['purge', '--expired']]) {
+        const run = await runCli([...command, '--store', `${REDIS_URL}/999`]);
+        assertExit(run, 2);
+        assert.match(run.stderr, /cannot use database 999 of redis:\/\/.*: ERR .*out of range/, shown(run));
+        assert.equal(run.stdout, '');
+        assertNoStack(run);
+      }
+      const json = await runCli(['stats', '--store', `${REDIS_URL}/999`, '--json']);
+      assertExit(json, 2);
+      assert.match(parse<{ error: string }>(json).error, /cannot use database 999/);
+      const notANumber = await runCli(['stats', '--store', `${REDIS_URL}/zero`]);
+      assertExit(notANumber, 2);
+      assert.match(notANumber.stderr, /the path of a Redis URL is the database number, e\.g\. redis:\/\/host:6379\/0; got \/zero/);
+      const query = await runCli(['stats', '--store', `${REDIS_URL}?db=999`]);
+      assertExit(query, 2);
+      assert.match(query.stderr, /name the Redis database in the URL's path/);
+    });
+
+    it('the database a Redis URL names is the one used', { skip: redisSkip }, async () => {
+      const client = new Redis(`${REDIS_URL}/1`);
+      client.on('error', () => undefined);
+      const prefix = `oncely-cli-db-${randomUUID()}`;
+      const store = new RedisStore({ client, prefix });
+      try {
+        await hold(store, 'http', 'alice', 'order-1');
+        const one = await runCli(['stats', '--store', `${REDIS_URL}/1`, '--prefix', prefix, '--json']);
+        const zero = await runCli(['stats', '--store', `${REDIS_URL}/0`, '--prefix', prefix, '--json']);
+        assertExit(one, 0);
+        assert.equal(parse<StatsJson>(one).inProgress, 1);
+        assertExit(zero, 0);
+        assert.equal(parse<StatsJson>(zero).inProgress, 0);
+      } finally {
+        await store.close();
+        const keys = await client.keys(`${prefix}:*`);
+        if (keys.length > 0) await client.unlink(...keys);
+        client.disconnect();
+      }
+    });
+
     it('an unsupported or malformed store URL, as text and as JSON', async () => {
       const [mysql, mysqlJson, garbage] = await Promise.all([
         runCli(['stats', '--store', 'mysql://x']),

@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import type BetterSqlite3 from 'better-sqlite3';
 import type pg from 'pg';
 import type * as NodeRedis from 'redis';
+import type { RedisClient } from 'oncely/redis';
 import type { OperableStore } from '../core/types.js';
 import { CliError } from './cli-error.js';
 
@@ -45,6 +46,24 @@ async function load<T>(specifier: string, purpose: string): Promise<T> {
   }
 }
 
+/**
+ * Makes the store on a client already made, and whatever else `open` does; if any of it fails,
+ * `abandon` closes the client, so a store that refuses its options (a bad --prefix or
+ * --table) or a server that refuses the connection never leaves it keeping the process alive.
+ */
+async function closingOnFailure<T>(open: () => Promise<T>, abandon: () => unknown): Promise<T> {
+  try {
+    return await open();
+  } catch (error) {
+    try {
+      await abandon();
+    } catch {
+      // Closed already: the error that matters is the one that made us give up.
+    }
+    throw error;
+  }
+}
+
 async function openSqlite(location: StoreLocation, path: string): Promise<OpenedStore> {
   if (path === '' || path === ':memory:') throw new CliError('sqlite: needs a file path, e.g. sqlite:./oncely.db');
   if (!existsSync(path)) throw new CliError(`no SQLite file at ${path}`);
@@ -53,13 +72,12 @@ async function openSqlite(location: StoreLocation, path: string): Promise<Opened
   const { table } = location;
   // Our own connection, so the store leaves the file's journal mode alone.
   const database = new Database(path, { fileMustExist: true });
-  const found = database.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table);
-  if (found === undefined) {
-    database.close();
-    throw new CliError(`${path} has no table ${table}; name the table with --table`);
-  }
-  const store = new SqliteStore({ database, table });
-  return { store, describe: `sqlite:${path} (table ${table})`, close: async () => { database.close(); } };
+  return closingOnFailure(async () => {
+    const found = database.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table);
+    if (found === undefined) throw new CliError(`${path} has no table ${table}; name the table with --table`);
+    const store = new SqliteStore({ database, table });
+    return { store, describe: `sqlite:${path} (table ${table})`, close: async () => { database.close(); } };
+  }, () => database.close());
 }
 
 async function openPostgres(location: StoreLocation): Promise<OpenedStore> {
@@ -68,50 +86,96 @@ async function openPostgres(location: StoreLocation): Promise<OpenedStore> {
   const pool = new driver.Pool({ connectionString: location.url, max: 2, connectionTimeoutMillis: 5_000 });
   pool.on('error', () => undefined); // an idle connection dropped by the server; the next query reports it
   const { table, schema } = location;
-  const store = new PostgresStore({ pool, table, schema });
-  return {
-    store,
-    describe: `${redactPassword(location.url)} (table ${schema}.${table})`,
-    close: async () => {
-      await store.close();
-      await pool.end();
-    },
-  };
+  return closingOnFailure(async () => {
+    const store = new PostgresStore({ pool, table, schema });
+    return {
+      store,
+      describe: `${redactPassword(location.url)} (table ${schema}.${table})`,
+      close: async () => {
+        await store.close();
+        await pool.end();
+      },
+    };
+  }, () => pool.end());
+}
+
+/**
+ * Splits a redis:// URL into the server (the URL without its path) and the database its path
+ * names, 0 when it has none. Anything else in the path is refused, as is `?db=` (which ioredis
+ * reads and node-redis does not), so that the commands never act on another database.
+ */
+function redisTarget(url: string): { server: string; database: number } {
+  const parsed = new URL(url);
+  if (parsed.searchParams.has('db')) throw new CliError("name the Redis database in the URL's path (redis://host:6379/2), not with ?db=");
+  const { pathname } = parsed;
+  const database = pathname === '' || pathname === '/' ? 0 : /^\/\d+$/.test(pathname) ? Number(pathname.slice(1)) : Number.NaN;
+  if (!Number.isSafeInteger(database)) throw new CliError(`the path of a Redis URL is the database number, e.g. redis://host:6379/0; got ${pathname}`);
+  parsed.pathname = '';
+  return { server: parsed.toString(), database };
+}
+
+/** What the Redis commands need from either client library. */
+interface RedisConnection {
+  client: RedisClient;
+  connect(): Promise<unknown>;
+  /** SELECT, answered by the server. */
+  select(database: number): Promise<unknown>;
+  close(): void;
 }
 
 async function openRedis(location: StoreLocation): Promise<OpenedStore> {
   const { RedisStore } = await import('oncely/redis');
   const { prefix } = location;
   const describe = `${redactPassword(location.url)} (prefix ${prefix})`;
-  // Either client library will do; ioredis first, then node-redis.
+  const { server, database } = redisTarget(location.url);
+  const connection = await redisConnection(server);
+  return closingOnFailure(async () => {
+    // Before connecting: a prefix the store refuses needs no server.
+    const store = new RedisStore({ client: connection.client, prefix });
+    try {
+      await connection.connect();
+    } catch (error) {
+      throw new CliError(`cannot reach ${describe}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+    // Selected here, not by the client from the URL: ioredis reports a refused SELECT only as an
+    // 'error' event, and then runs every command on database 0.
+    try {
+      await connection.select(database);
+    } catch (error) {
+      throw new CliError(`cannot use database ${database} of ${describe}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+    return { store, describe, close: async () => { await store.close(); connection.close(); } };
+  }, () => connection.close());
+}
+
+/** A client for the server at `url` (no database in it), not yet connected: ioredis if installed, else node-redis. */
+async function redisConnection(url: string): Promise<RedisConnection> {
   const ioredis = await import('ioredis').catch(() => undefined);
   if (ioredis) {
     // One attempt, no reconnecting: a command-line tool reports an unreachable server and exits.
-    const client = new ioredis.Redis(location.url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 5_000, retryStrategy: () => null });
+    const client = new ioredis.Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 5_000, retryStrategy: () => null });
     // ioredis rejects connect() with "Connection is closed."; the error event has the cause.
     let lastError: unknown;
     client.on('error', (error) => { lastError = error; });
-    await reach(describe, () => client.connect().catch((error: unknown) => { throw lastError ?? error; }), () => {
-      if (client.status !== 'end') client.disconnect();
-    });
-    const store = new RedisStore({ client, prefix });
-    return { store, describe, close: async () => { await store.close(); client.disconnect(); } };
+    return {
+      client,
+      connect: () => client.connect().catch((error: unknown) => { throw lastError ?? error; }),
+      select: (database) => client.select(database),
+      close: () => {
+        if (client.status !== 'end') client.disconnect();
+      },
+    };
   }
   const { createClient } = await load<typeof NodeRedis>('redis', 'a redis:// store (or install ioredis)');
-  const client = createClient({ url: location.url, socket: { connectTimeout: 5_000, reconnectStrategy: false } });
+  const client = createClient({ url, socket: { connectTimeout: 5_000, reconnectStrategy: false } });
   client.on('error', () => undefined);
-  await reach(describe, () => client.connect(), () => client.destroy());
-  const store = new RedisStore({ client, prefix });
-  return { store, describe, close: async () => { await store.close(); client.destroy(); } };
-}
-
-async function reach(describe: string, connect: () => Promise<unknown>, abandon: () => void): Promise<void> {
-  try {
-    await connect();
-  } catch (error) {
-    abandon();
-    throw new CliError(`cannot reach ${describe}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
-  }
+  return {
+    client,
+    connect: () => client.connect(),
+    select: (database) => client.select(database),
+    // Throws when the client is closed already (a failed connect closes it).
+    close: () => client.destroy(),
+  };
 }
 
 function redactPassword(url: string): string {
