@@ -1,6 +1,6 @@
 export { idempotent } from './core/idempotent.js';
 export type { IdempotentOptions } from './core/idempotent.js';
-export { executionContext } from './core/execution-context.js';
+export { executionContext, findExecutionContext } from './core/execution-context.js';
 export type { ExecutionContext } from './core/execution-context.js';
 export { MemoryStore } from './stores/memory/index.js';
 export type { MemoryStoreOptions } from './stores/memory/index.js';

@@ -68,18 +68,29 @@ export class Execution {
   /** Made when someone asks for the signal: most executions never do, and they run per request. */
   #controller: AbortController | undefined;
   #lost: LeaseLostError | undefined;
-  readonly #stopHeartbeat: () => void;
+  #stopHeartbeat: () => void;
+  /** When the lease lapses unless extended (this process's clock, a little before the store's). */
+  readonly #leaseEndsAt: number;
   #ended = false;
 
   constructor(options: ClaimOptions, token: string) {
     this.#options = options;
     this.#token = token;
+    this.#leaseEndsAt = Date.now() + options.leaseMs;
     this.#stopHeartbeat = options.heartbeat ? this.#startHeartbeat() : () => undefined;
   }
 
-  /** Aborts (with a `LeaseLostError`) when the claim is lost; the work should stop and write nothing. */
+  /**
+   * Aborts (with a `LeaseLostError`) when the claim is lost; the work should stop and write
+   * nothing. With heartbeats, that is when the store says another caller took it over, or no
+   * extension succeeded for a whole lease. Without heartbeats, it is when the lease lapses
+   * (`leaseMs` after the claim): from then on another caller may take it over at any moment.
+   */
   get signal(): AbortSignal {
-    this.#controller ??= new AbortController();
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (!this.#options.heartbeat) this.#abortAtLeaseEnd();
+    }
     if (this.#lost && !this.#controller.signal.aborted) this.#controller.abort(this.#lost);
     return this.#controller.signal;
   }
@@ -107,6 +118,16 @@ export class Execution {
     const { store, id } = this.#options;
     await store.release(id, this.#token).catch(() => undefined);
     signalSettled(store, id);
+  }
+
+  /** Made only when the signal is asked for: most executions never do. */
+  #abortAtLeaseEnd(): void {
+    if (this.#ended) return;
+    const timer = setTimeout(() => {
+      if (!this.#ended) this.#controller?.abort(new LeaseLostError('The lease on this key lapsed (heartbeat: false); another caller may take it over, and this result may not be stored'));
+    }, Math.max(0, this.#leaseEndsAt - Date.now()));
+    timer.unref?.();
+    this.#stopHeartbeat = () => clearTimeout(timer);
   }
 
   #end(): void {

@@ -93,8 +93,12 @@ export class StoredFailureError extends OncelyError {
   }
 }
 
+/** An option or argument is missing, of the wrong type or out of range; `option` names it when it is an option. */
 export class InvalidOptionError extends OncelyError {
-  constructor(message: string) {
+  readonly option: string | undefined;
+
+  constructor(message: string, option?: string) {
     super('INVALID_OPTION', message);
+    this.option = option;
   }
 }

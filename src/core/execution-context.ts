@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
 import { OncelyError } from './errors.js';
 
 /** What the work running under a claim can know about its execution. */
@@ -12,8 +13,14 @@ export interface ExecutionContext {
   downstreamKey: string;
   namespace: string;
   scope: string;
-  /** The key as the caller gave it. */
+  /** The key as the caller gave it; `''` for a request that came without one. */
   key: string;
+  /**
+   * `false` when the work runs unprotected: an HTTP request without a key on a route where
+   * the key is optional, or any request under `failOpen` while the store is down. The signal
+   * then never aborts, and `downstreamKey` is still stable per key (random without a key).
+   */
+  protected: boolean;
 }
 
 const storage = new AsyncLocalStorage<ExecutionContext>();
@@ -30,9 +37,38 @@ export function enterExecutionContext(context: ExecutionContext): void {
   storage.enterWith(context);
 }
 
-/** The context of the idempotent execution this code runs in; throws outside of one. */
+/**
+ * The context of the execution this code runs in: a function wrapped by `idempotent()`, or a
+ * handler behind an oncely HTTP adapter (protected or not, see `protected`). Throws
+ * `NO_EXECUTION_CONTEXT` anywhere else; `findExecutionContext()` asks without throwing.
+ */
 export function executionContext(): ExecutionContext {
   const context = storage.getStore();
-  if (!context) throw new OncelyError('NO_EXECUTION_CONTEXT', 'executionContext() was called outside an idempotent execution (a function wrapped by idempotent(), or a protected HTTP handler)');
+  if (!context) throw new OncelyError('NO_EXECUTION_CONTEXT', 'executionContext() was called outside an idempotent execution (a function wrapped by idempotent(), or a handler behind an oncely HTTP adapter); use findExecutionContext() to ask without throwing');
   return context;
+}
+
+/** The current execution's context, or `undefined` outside of one. */
+export function findExecutionContext(): ExecutionContext | undefined {
+  return storage.getStore();
+}
+
+/**
+ * The context of work that runs without a claim. `id`: the identity the key would
+ * have had (`identityId`), if any, so a `downstreamKey` passed on is the same as on a protected run of that key.
+ */
+export function unprotectedContext(identity: { namespace: string; scope: string; key: string; id: string | undefined }): ExecutionContext {
+  let controller: AbortController | undefined;
+  return {
+    // One per request, made on demand: listeners added to it go away with the request.
+    get signal() {
+      controller ??= new AbortController();
+      return controller.signal;
+    },
+    downstreamKey: identity.id ?? randomUUID(),
+    namespace: identity.namespace,
+    scope: identity.scope,
+    key: identity.key,
+    protected: false,
+  };
 }

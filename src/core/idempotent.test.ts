@@ -134,6 +134,26 @@ describe('idempotent()', () => {
     assert.equal(await long(order), 2, 'the newer holder result stays');
   });
 
+  it('without heartbeats the signal aborts when the lease lapses, before a takeover can store', async () => {
+    const store = new MemoryStore();
+    let abortedAfterMs: number | undefined;
+    const started = Date.now();
+    const slow = idempotent(async (_o: Order) => {
+      const { signal } = executionContext();
+      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      abortedAfterMs = Date.now() - started;
+      assert.ok(signal.reason instanceof LeaseLostError);
+      await sleep(150); // work that ignores the signal: a newer holder takes over meanwhile
+      return 'late';
+    }, { store, namespace: 'no-beat-signal', key: (o) => o.id, leaseMs: 120, heartbeat: false });
+    const stale = slow(order);
+    const newer = idempotent(async (_o: Order) => 'newer', { store, namespace: 'no-beat-signal', key: (o) => o.id, leaseMs: 120 });
+    await sleep(200);
+    assert.equal(await newer(order), 'newer');
+    await assert.rejects(stale, LeaseLostError);
+    assert.ok(abortedAfterMs !== undefined && abortedAfterMs >= 100 && abortedAfterMs < 190, `aborted after ${abortedAfterMs} ms`);
+  });
+
   it('aborts the execution signal when the claim is lost, and stores nothing', async () => {
     const store = new MemoryStore();
     let sawAbort = false;
@@ -196,7 +216,7 @@ describe('idempotent()', () => {
   it('rejects bad options and keys clearly', async () => {
     const store = new MemoryStore();
     assert.throws(() => idempotent(async () => 1, { store, key: () => 'k' }), InvalidOptionError);
-    assert.throws(() => idempotent(async function named() { return 1; }, { store, key: () => 'k', leaseMs: 0 }), /leaseMs must be a positive/);
+    assert.throws(() => idempotent(async function named() { return 1; }, { store, key: () => 'k', leaseMs: 0 }), /`leaseMs` must be a positive/);
     const empty = idempotent(async function named() { return 1; }, { store, key: () => '' });
     await assert.rejects(empty(), InvalidKeyError);
   });

@@ -8,7 +8,7 @@ import { InProgressError, InvalidOptionError, KeyReuseError, StoredFailureError 
 import { runInExecutionContext } from './execution-context.js';
 import { encodeFunctionOutcome, readFunctionOutcome } from './function-outcome.js';
 import { identityId, sha256Hex } from './identity.js';
-import { assertDuration } from './store-kit.js';
+import { OptionReader } from './options.js';
 import type { IdempotencyStore } from './types.js';
 
 export interface IdempotentOptions<A extends unknown[]> {
@@ -43,6 +43,17 @@ export interface IdempotentOptions<A extends unknown[]> {
   onError?: 'release' | 'store';
 }
 
+const KNOWN_OPTIONS = ['store', 'key', 'namespace', 'scope', 'fingerprint', 'leaseMs', 'retentionMs', 'onInProgress', 'heartbeat', 'onError'];
+
+/** `onInProgress` as a wait in ms: `'throw'` waits 0. */
+function inProgressWait(read: OptionReader): number {
+  const value = read.raw('onInProgress');
+  if (value === undefined || value === 'throw') return 0;
+  const waitMs = (value as { waitMs?: unknown } | null)?.waitMs;
+  if (typeof value !== 'object' || typeof waitMs !== 'number' || !Number.isSafeInteger(waitMs) || waitMs <= 0) read.invalid('onInProgress', "'throw' or { waitMs: a positive whole number of milliseconds }");
+  return waitMs;
+}
+
 function decodeOutcome(bytes: Uint8Array): unknown {
   const outcome = readFunctionOutcome(bytes);
   if (outcome.ok) return fromJsonSafe(outcome.value);
@@ -65,24 +76,25 @@ function describeError(error: unknown): { name: string; message: string } {
  * ```
  */
 export function idempotent<A extends unknown[], R>(fn: (...args: A) => R | Promise<R>, options: IdempotentOptions<A>): (...args: A) => Promise<Awaited<R>> {
-  const namespace = options.namespace ?? fn.name;
-  if (!namespace) throw new InvalidOptionError('idempotent(): an anonymous function needs a `namespace` option');
-  const { store, key: keyOf, scope: scopeOf, fingerprint: fingerprintOf } = options;
-  const leaseMs = options.leaseMs ?? 30_000;
-  const retentionMs = options.retentionMs ?? 86_400_000;
-  assertDuration('leaseMs', leaseMs);
-  assertDuration('retentionMs', retentionMs);
-  const onInProgress = options.onInProgress ?? 'throw';
-  if (onInProgress !== 'throw') assertDuration('onInProgress.waitMs', onInProgress.waitMs);
-  const waitMs = onInProgress === 'throw' ? 0 : onInProgress.waitMs;
-  const heartbeat = options.heartbeat ?? true;
-  const onError = options.onError ?? 'release';
+  if (typeof fn !== 'function') throw new InvalidOptionError(`idempotent(): the first argument must be the function to wrap, got ${String(fn)}`);
+  const read = new OptionReader('idempotent()', options, KNOWN_OPTIONS);
+  const store = read.store();
+  const keyOf = read.requiredFunction<(...args: A) => string>('key');
+  const namespace = read.string('namespace', fn.name);
+  if (!namespace) throw new InvalidOptionError('idempotent(): an anonymous function needs a `namespace` option', 'namespace');
+  const scopeOf = read.function<(...args: A) => string>('scope');
+  const fingerprintOf = read.function<(...args: A) => string>('fingerprint');
+  const leaseMs = read.count('leaseMs', 30_000);
+  const retentionMs = read.count('retentionMs', 86_400_000);
+  const waitMs = inProgressWait(read);
+  const heartbeat = read.boolean('heartbeat', true);
+  const onError = read.oneOf('onError', ['release', 'store'], 'release');
 
   async function execute(execution: Execution, context: { scope: string; key: string }, args: A): Promise<Awaited<R>> {
     const { signal, downstreamKey } = execution;
     let value: Awaited<R>;
     try {
-      value = await runInExecutionContext({ signal, downstreamKey, namespace, ...context }, () => fn(...args));
+      value = await runInExecutionContext({ signal, downstreamKey, namespace, ...context, protected: true }, () => fn(...args));
     } catch (error) {
       // The caller learns of fn's error, not of a failure to store it (the claim then lapses).
       if (onError === 'store' && !signal.aborted) await execution.complete(encodeFunctionOutcome({ ok: false, error: describeError(error) })).catch(() => undefined);

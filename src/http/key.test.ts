@@ -50,6 +50,15 @@ describe('parseIdempotencyKey', () => {
     );
   });
 
+  it('counts the limit after unescaping: a key of escaped quotes or backslashes up to the limit is accepted', () => {
+    for (const char of ['"', '\\']) {
+      for (const length of [150, MAX]) {
+        assert.deepEqual(parseIdempotencyKey([serializeItem([char.repeat(length), new Map()])], MAX), { status: 'key', key: char.repeat(length) });
+      }
+      assert.equal(parseIdempotencyKey([serializeItem([char.repeat(MAX + 1), new Map()])], MAX).status, 'invalid');
+    }
+  });
+
   it('tells absent from empty, and refuses several header lines', () => {
     assert.deepEqual(parseIdempotencyKey([], MAX), { status: 'absent' });
     assert.equal(parseIdempotencyKey([''], MAX).status, 'invalid');

@@ -23,8 +23,9 @@ export function parseIdempotencyKey(values: readonly string[], maxLength: number
   if (values.length > 1) return { status: 'invalid', detail: `Send one Idempotency-Key header line, not ${values.length}` };
   const raw = values[0]!.trim();
   if (raw.length === 0) return { status: 'invalid', detail: 'The Idempotency-Key header is empty' };
-  // Bound the work before parsing: a quoted key has two more characters than the key.
-  if (raw.length > maxLength + 2) return { status: 'invalid', detail: `The Idempotency-Key is longer than ${maxLength} characters` };
+  // Bound the work before parsing. The limit counts the key after unescaping: quoted, each of
+  // its characters takes at most two (\" or \\), plus the two quotes.
+  if (raw.length > 2 * maxLength + 2) return { status: 'invalid', detail: `The Idempotency-Key is longer than ${maxLength} characters` };
   let key: string;
   if (raw.startsWith('"')) {
     let item: ReturnType<typeof parseItem>;

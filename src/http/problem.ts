@@ -14,7 +14,9 @@ export type ProblemKind =
   | 'store-unavailable'
   | 'response-not-replayable'
   | 'body-too-large'
-  | 'request-failed';
+  | 'request-failed'
+  | 'scope-required'
+  | 'callback-failed';
 
 const PROBLEMS: Record<ProblemKind, { status: number; title: string }> = {
   'key-missing': { status: 400, title: 'Idempotency-Key header missing' },
@@ -28,6 +30,9 @@ const PROBLEMS: Record<ProblemKind, { status: number; title: string }> = {
   'body-too-large': { status: 413, title: 'Request body too large to check for idempotency' },
   // Stored for a handler that threw, with `onThrow: 'store500'` (Stripe keeps 500s too).
   'request-failed': { status: 500, title: 'The request failed' },
+  // The server's configuration, not the client, is at fault: nothing was claimed or run.
+  'scope-required': { status: 500, title: 'Idempotency scope not configured for cookie-authenticated requests' },
+  'callback-failed': { status: 500, title: 'An idempotency option failed' },
 };
 
 export function problemResponse(kind: ProblemKind, detail: string, headers: [string, string][] = [], extensions: Record<string, unknown> = {}): ResponseParts {

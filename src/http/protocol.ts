@@ -9,15 +9,16 @@
  */
 import { canonicalJson } from '../core/codec.js';
 import { claimOrWait, type Execution } from '../core/engine.js';
-import { InvalidOptionError, LeaseLostError } from '../core/errors.js';
-import type { ExecutionContext } from '../core/execution-context.js';
+import { LeaseLostError } from '../core/errors.js';
+import { unprotectedContext, type ExecutionContext } from '../core/execution-context.js';
 import { identityId, sha256Hex } from '../core/identity.js';
-import { assertDuration } from '../core/store-kit.js';
+import { OptionReader } from '../core/options.js';
 import type { IdempotencyStore } from '../core/types.js';
+import { bodyDigest } from './fingerprint.js';
 import { parseIdempotencyKey } from './key.js';
 import { problemResponse } from './problem.js';
 import { decodeStoredResponse, encodeStoredResponse } from './stored-response.js';
-import type { RequestBody, RequestFacts, ResponseParts } from './types.js';
+import type { RequestFacts, ResponseParts } from './types.js';
 
 /** What the observer hears: enough to count, time and alert on (OpenTelemetry, Prometheus). */
 export type IdempotencyEvent =
@@ -26,7 +27,9 @@ export type IdempotencyEvent =
   | { type: 'conflict'; key: string; durationMs: number }
   | { type: 'mismatch'; key: string; durationMs: number }
   | { type: 'store_error'; key: string | undefined; error: unknown; failOpen: boolean; durationMs: number }
-  | { type: 'lease_lost'; key: string; durationMs: number };
+  | { type: 'lease_lost'; key: string; durationMs: number }
+  /** A callback option (`scope`, `fingerprint`, `storeIf`) threw or returned a bad value; the request got a defined answer. */
+  | { type: 'callback_error'; key: string; callback: 'scope' | 'fingerprint' | 'storeIf'; error: unknown };
 
 export interface IdempotencyOptions<Req> {
   /** Where records are kept. */
@@ -39,7 +42,10 @@ export interface IdempotencyOptions<Req> {
   namespace?: string;
   /**
    * Whose key it is: a tenant or user id from your auth. Default: a SHA-256 of the
-   * `Authorization` header (empty when absent), so two credentials never share a key.
+   * `Authorization` header, so two credentials never share a key. A keyed request with no
+   * `Authorization` header but with a `Cookie` header is refused (500 `scope-required`) unless
+   * this is set: cookies are how most apps know their users, and the default cannot see whose
+   * cookie it is. Return `''` to share one scope on purpose.
    */
   scope?: (request: Req) => string | Promise<string>;
   /** Replaces the default fingerprint (method, route, canonical body, `fingerprintHeaders`). */
@@ -58,13 +64,17 @@ export interface IdempotencyOptions<Req> {
   retentionMs?: number;
   /** Wait up to this many ms for an in-flight duplicate's response and replay it; 0 answers 409 at once. Default 0. */
   wait?: number;
-  /** Which response statuses are stored. Default: all but 408, 429, 502, 503 and 504 (transient). */
+  /**
+   * Which response statuses are stored. Default: all but 408, 429, 502, 503 and 504 (transient).
+   * If it throws, the default decides for that response (the handler ran: keeping its response
+   * is what stops a second run) and the observer hears `callback_error`.
+   */
   storeIf?: (status: number) => boolean;
   /** A handler that throws: `'release'` the key so a retry runs again (default), or `'store500'` a 500 problem. */
   onThrow?: 'release' | 'store500';
   /** When the store fails: answer 503 (default, fail closed), or run the handler unprotected (`true`). */
   failOpen?: boolean;
-  /** Called for every protected request's outcome. Must not throw. */
+  /** Called for every protected request's outcome. What it throws is ignored. */
   observer?: (event: IdempotencyEvent) => void;
 }
 
@@ -77,9 +87,10 @@ export interface HttpExecution {
   /**
    * The handler's response: stored if the policy says so, else the key is released. `body` is
    * `'too-large'` when it was over `maxStoredBytes` (the caller still sends it whole).
-   * Never throws; store failures reach the observer (the response must be sent regardless).
+   * Resolves to whether it was stored. Never throws; store failures reach the observer (the
+   * response must be sent regardless).
    */
-  finish(response: { status: number; headers: [string, string][]; body: Uint8Array | 'too-large' }): Promise<void>;
+  finish(response: { status: number; headers: [string, string][]; body: Uint8Array | 'too-large' }): Promise<boolean>;
   /**
    * The handler threw. Returns the 500 to send when `onThrow` is `'store500'`, else releases
    * the key and returns undefined. Never throws.
@@ -90,14 +101,15 @@ export interface HttpExecution {
 }
 
 export type Decision =
-  | { action: 'pass' }
+  /** Run the handler without a claim; in `context` when there is one (keyless or fail-open requests). */
+  | { action: 'pass'; context?: ExecutionContext }
   | { action: 'respond'; response: ResponseParts }
   | { action: 'execute'; execution: HttpExecution };
 
 const DEFAULT_METHODS = ['POST', 'PATCH'];
 const TRANSIENT_STATUSES = new Set([408, 429, 502, 503, 504]);
 const MIB = 1024 * 1024;
-const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
+const storedByDefault = (status: number): boolean => !TRANSIENT_STATUSES.has(status);
 
 /** The options with their defaults applied. */
 export interface ProtocolSettings<Req> extends Required<Omit<IdempotencyOptions<Req>, 'scope' | 'fingerprint' | 'observer'>> {
@@ -106,51 +118,33 @@ export interface ProtocolSettings<Req> extends Required<Omit<IdempotencyOptions<
   observer: IdempotencyOptions<Req>['observer'];
 }
 
-/** Defaults applied and every number checked once, when the middleware is created. */
-function resolveOptions<Req>(options: IdempotencyOptions<Req>): ProtocolSettings<Req> {
-  if (!options || typeof options.store?.claim !== 'function') throw new InvalidOptionError('idempotency(): `store` is required (an IdempotencyStore)');
-  const resolved: ProtocolSettings<Req> = {
-    store: options.store,
-    required: options.required ?? false,
-    methods: (options.methods ?? DEFAULT_METHODS).map((method) => method.toUpperCase()),
-    namespace: options.namespace ?? 'http',
-    scope: options.scope,
-    fingerprint: options.fingerprint,
-    fingerprintHeaders: (options.fingerprintHeaders ?? []).map((name) => name.toLowerCase()),
-    maxKeyLength: options.maxKeyLength ?? 255,
-    maxBodyBytes: options.maxBodyBytes ?? MIB,
-    maxStoredBytes: options.maxStoredBytes ?? MIB,
-    leaseMs: options.leaseMs ?? 30_000,
-    retentionMs: options.retentionMs ?? 86_400_000,
-    wait: options.wait ?? 0,
-    storeIf: options.storeIf ?? ((status) => !TRANSIENT_STATUSES.has(status)),
-    onThrow: options.onThrow ?? 'release',
-    failOpen: options.failOpen ?? false,
-    observer: options.observer,
-  };
-  for (const name of ['maxKeyLength', 'maxBodyBytes', 'maxStoredBytes', 'leaseMs', 'retentionMs'] as const) assertDuration(name, resolved[name]);
-  if (resolved.wait !== 0) assertDuration('wait', resolved.wait);
-  return resolved;
-}
+const OPTION_NAMES = [
+  'store', 'required', 'methods', 'namespace', 'scope', 'fingerprint', 'fingerprintHeaders', 'maxKeyLength', 'maxBodyBytes',
+  'maxStoredBytes', 'leaseMs', 'retentionMs', 'wait', 'storeIf', 'onThrow', 'failOpen', 'observer',
+] as const;
 
-/** The default fingerprint: method, route, canonical body (JSON key order ignored) and chosen headers. */
-function bodyDigest(body: RequestBody): string {
-  switch (body.kind) {
-    case 'none':
-    case 'too-large':
-      return '';
-    case 'parsed':
-      return Buffer.isBuffer(body.value) ? sha256Hex(body.value) : sha256Hex(canonicalJson(body.value));
-    case 'bytes':
-      if (body.contentType && JSON_TYPE.test(body.contentType)) {
-        try {
-          return sha256Hex(canonicalJson(JSON.parse(Buffer.from(body.bytes).toString('utf8'))));
-        } catch {
-          // Not valid JSON after all: the raw bytes identify it.
-        }
-      }
-      return sha256Hex(body.bytes);
-  }
+/** Defaults applied and every option checked once, when the middleware is created. */
+function resolveOptions<Req>(options: IdempotencyOptions<Req>, adapterOptions: readonly string[]): ProtocolSettings<Req> {
+  const read = new OptionReader('idempotency()', options, [...OPTION_NAMES, ...adapterOptions]);
+  return {
+    store: read.store(),
+    required: read.boolean('required', false),
+    methods: read.strings('methods', DEFAULT_METHODS).map((method) => method.toUpperCase()),
+    namespace: read.string('namespace', 'http'),
+    scope: read.function('scope'),
+    fingerprint: read.function('fingerprint'),
+    fingerprintHeaders: read.strings('fingerprintHeaders', []).map((name) => name.toLowerCase()),
+    maxKeyLength: read.count('maxKeyLength', 255),
+    maxBodyBytes: read.count('maxBodyBytes', MIB),
+    maxStoredBytes: read.count('maxStoredBytes', MIB),
+    leaseMs: read.count('leaseMs', 30_000),
+    retentionMs: read.count('retentionMs', 86_400_000),
+    wait: read.count('wait', 0, { zero: true }),
+    storeIf: read.function<(status: number) => boolean>('storeIf') ?? storedByDefault,
+    onThrow: read.oneOf('onThrow', ['release', 'store500'], 'release'),
+    failOpen: read.boolean('failOpen', false),
+    observer: read.function('observer'),
+  };
 }
 
 function replay(stored: ReturnType<typeof decodeStoredResponse>): ResponseParts {
@@ -173,9 +167,32 @@ export interface Protocol<Req> {
   settings: ProtocolSettings<Req>;
 }
 
-/** Creates the protocol for one middleware instance; the options are checked here, once. */
-export function createProtocol<Req>(options: IdempotencyOptions<Req>): Protocol<Req> {
-  const o = resolveOptions(options);
+/** A callback option that threw or returned a bad value; it becomes a 500 for that one request. */
+class CallbackError {
+  constructor(
+    readonly callback: 'scope' | 'fingerprint',
+    readonly error: unknown,
+  ) {}
+}
+
+async function call<T>(callback: 'scope' | 'fingerprint', work: () => T | Promise<T>): Promise<string> {
+  let value: unknown;
+  try {
+    value = await work();
+  } catch (error) {
+    throw new CallbackError(callback, error);
+  }
+  if (typeof value !== 'string') throw new CallbackError(callback, new TypeError(`\`${callback}\` must return a string, got ${typeof value}`));
+  return value;
+}
+
+/**
+ * Creates the protocol for one middleware instance; the options are checked here, once.
+ * `adapterOptions`: option names the adapter itself reads (they are not refused as unknown).
+ */
+export function createProtocol<Req>(options: IdempotencyOptions<Req>, adapterOptions: readonly string[] = []): Protocol<Req> {
+  const o = resolveOptions(options, adapterOptions);
+  const { namespace } = o;
   const observe = (event: IdempotencyEvent) => {
     try {
       o.observer?.(event);
@@ -183,24 +200,53 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): Protocol<
       // An observer's failure must not change the response.
     }
   };
+  const shouldStore = (key: string, status: number): boolean => {
+    try {
+      return Boolean(o.storeIf(status));
+    } catch (error) {
+      observe({ type: 'callback_error', key, callback: 'storeIf', error });
+      return storedByDefault(status);
+    }
+  };
 
   return { decide, settings: o };
 
+  /** Never throws: a callback's failure is a 500 problem for this request, before anything is claimed. */
   async function decide(request: Req, facts: RequestFacts): Promise<Decision> {
     const started = performance.now();
-    const elapsed = () => performance.now() - started;
     if (!o.methods.includes(facts.method.toUpperCase())) return { action: 'pass' };
 
     const parsed = parseIdempotencyKey(facts.header('idempotency-key'), o.maxKeyLength);
     if (parsed.status === 'absent') {
-      return o.required ? { action: 'respond', response: problemResponse('key-missing', 'This endpoint requires an Idempotency-Key header') } : { action: 'pass' };
+      if (o.required) return { action: 'respond', response: problemResponse('key-missing', 'This endpoint requires an Idempotency-Key header') };
+      return { action: 'pass', context: unprotectedContext({ namespace, scope: '', key: '', id: undefined }) };
     }
     if (parsed.status === 'invalid') return { action: 'respond', response: problemResponse('key-invalid', parsed.detail) };
     const { key } = parsed;
+    try {
+      return await protect(request, facts, key, started);
+    } catch (error) {
+      if (!(error instanceof CallbackError)) throw error;
+      observe({ type: 'callback_error', key, callback: error.callback, error: error.error });
+      return { action: 'respond', response: problemResponse('callback-failed', `The server's \`${error.callback}\` option failed for this request; nothing was executed`) };
+    }
+  }
 
-    const scope = o.scope ? await o.scope(request) : sha256Hex(facts.header('authorization').join('\n'));
+  async function protect(request: Req, facts: RequestFacts, key: string, started: number): Promise<Decision> {
+    const elapsed = () => performance.now() - started;
+    let scope: string;
+    if (o.scope) scope = await call('scope', () => o.scope!(request));
+    else {
+      const authorization = facts.header('authorization');
+      // Guarantee 6: cookie users would all share the empty scope. Hashing cookies is no
+      // answer either: a rotated cookie would turn a retry into a second execution.
+      if (authorization.length === 0 && facts.header('cookie').length > 0) {
+        return { action: 'respond', response: problemResponse('scope-required', 'This request carries cookies but no Authorization header, so oncely cannot tell whose Idempotency-Key it is. Set the `scope` option (e.g. the session\'s user id); nothing was executed') };
+      }
+      scope = sha256Hex(authorization.join('\n'));
+    }
     let fingerprint: string;
-    if (o.fingerprint) fingerprint = await o.fingerprint(request);
+    if (o.fingerprint) fingerprint = await call('fingerprint', () => o.fingerprint!(request));
     else {
       const body = await facts.body(o.maxBodyBytes);
       if (body.kind === 'too-large') return { action: 'respond', response: problemResponse('body-too-large', `Request bodies over ${o.maxBodyBytes} bytes are not accepted with an Idempotency-Key`) };
@@ -208,15 +254,20 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): Protocol<
       fingerprint = sha256Hex(canonicalJson([facts.method.toUpperCase(), facts.route, bodyDigest(body), headers]));
     }
 
-    // Outside the try: a scope callback returning a bad value is the app's bug, not a store outage.
-    const id = identityId(o.namespace, scope, key);
+    let id: string;
+    try {
+      id = identityId(namespace, scope, key);
+    } catch (error) {
+      // An empty or oversized scope: the app's bug, not a store outage.
+      throw new CallbackError('scope', error);
+    }
     let claim: Awaited<ReturnType<typeof claimOrWait>>;
     try {
       claim = await claimOrWait({
         store: o.store,
         id,
         fingerprint,
-        meta: { namespace: o.namespace, scope, key },
+        meta: { namespace, scope, key },
         leaseMs: o.leaseMs,
         retentionMs: o.retentionMs,
         heartbeat: true,
@@ -224,7 +275,7 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): Protocol<
       });
     } catch (error) {
       observe({ type: 'store_error', key, error, failOpen: o.failOpen, durationMs: elapsed() });
-      if (o.failOpen) return { action: 'pass' };
+      if (o.failOpen) return { action: 'pass', context: unprotectedContext({ namespace, scope, key, id }) };
       return { action: 'respond', response: problemResponse('store-unavailable', 'The idempotency store cannot be reached; the request was not executed. Retry with the same key.', [['retry-after', '1']]) };
     }
 
@@ -241,7 +292,7 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): Protocol<
         return { action: 'respond', response };
       }
       case 'acquired':
-        return { action: 'execute', execution: httpExecution(claim.execution, { namespace: o.namespace, scope, key }, started) };
+        return { action: 'execute', execution: httpExecution(claim.execution, { namespace, scope, key }, started) };
     }
   }
 
@@ -266,16 +317,18 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>): Protocol<
         },
         downstreamKey: execution.downstreamKey,
         ...identity,
+        protected: true,
       },
       firstResponseHeaders: [['idempotent-replayed', 'false']],
       async finish(response) {
-        if (!o.storeIf(response.status)) {
+        if (!shouldStore(key, response.status)) {
           await execution.release();
           observe({ type: 'executed', key, status: response.status, stored: false, durationMs: elapsed() });
-          return;
+          return false;
         }
         const stored = await store({ status: response.status, headers: response.headers, body: response.body === 'too-large' ? undefined : response.body });
         observe({ type: 'executed', key, status: response.status, stored, durationMs: elapsed() });
+        return stored;
       },
       async release() {
         await execution.release();

@@ -10,6 +10,9 @@ export type { IdempotencyOptions, IdempotencyEvent } from '../protocol.js';
 
 /** Errors a protected request threw, seen by `idempotencyErrors()`. */
 const thrown = new WeakMap<Request, { error: unknown }>();
+/** Whether the app mounted `idempotencyErrors()`; without it, a stored 5xx may be a thrown error's. */
+let errorsMounted = false;
+let warnedUnmarked5xx = false;
 
 /**
  * Protects the routes it is mounted on: a retry with the same `Idempotency-Key` gets the first
@@ -22,10 +25,11 @@ const thrown = new WeakMap<Request, { error: unknown }>();
  * - The response streams to the client as the handler writes it (`res.write`, `res.send`, piped
  *   streams); its end is held until the record is stored, so a client that saw the whole
  *   response and retries always gets the replay.
- * - Express turns a thrown error into a response oncely cannot tell from a returned 500. Mount
- *   `app.use(idempotencyErrors())` after your routes, before your own error handlers: a thrown
- *   error then releases the key (`onThrow: 'release'`, default) or stores the response your error
- *   handler made (`'store500'`). Without it a thrown error's response is stored like a returned one.
+ * - A thrown error reaches `onThrow` (default `'release'`: a retry runs again). With no error
+ *   handler of your own, oncely recognises Express's default error page. With your own error
+ *   handlers, mount `app.use(idempotencyErrors())` after your routes, before them: without it
+ *   their response cannot be told from a returned one and is stored (`'store500'` keeps it in
+ *   either case); oncely then warns once, the first time it stores a 5xx.
  * - A client that disconnects does not release the key while the handler runs: its response is
  *   stored when it ends; a handler that has not ended it `leaseMs` after the disconnect has
  *   its key released (so it is not held for as long as the process lives).
@@ -42,7 +46,7 @@ export const idempotency = (options: IdempotencyOptions<Request>): RequestHandle
 
   return function idempotencyMiddleware(req, res, next) {
     decide(req, requestFacts(req)).then((decision) => {
-      if (decision.action === 'pass') return next();
+      if (decision.action === 'pass') return decision.context ? runInExecutionContext(decision.context, () => next()) : next();
       if (decision.action === 'respond') return void send(res, decision.response);
       const { execution } = decision;
       for (const [name, value] of execution.firstResponseHeaders) res.setHeader(name, value);
@@ -53,11 +57,38 @@ export const idempotency = (options: IdempotencyOptions<Request>): RequestHandle
 };
 
 /** Error middleware that tells `idempotency()` a protected handler threw. Mount it before your own error handlers. */
-export const idempotencyErrors = (): ErrorRequestHandler =>
-  function idempotencyErrorMarker(error: unknown, req, _res, next) {
+export const idempotencyErrors = (): ErrorRequestHandler => {
+  errorsMounted = true;
+  return function idempotencyErrorMarker(error: unknown, req, _res, next) {
     thrown.set(req, { error });
     next(error);
   };
+};
+
+/**
+ * Express's own answer to an error no handler took (finalhandler's error page): its status, its
+ * fixed security headers and HTML document. It only ever answers a thrown error, or a request
+ * no route ended; neither is the handler's outcome.
+ */
+function isDefaultErrorPage(res: Response, chunk: Chunk): boolean {
+  return (
+    res.statusCode >= 400 &&
+    res.getHeader('content-security-policy') === "default-src 'none'" &&
+    res.getHeader('x-content-type-options') === 'nosniff' &&
+    typeof chunk === 'string' &&
+    chunk.startsWith('<!DOCTYPE html>') &&
+    chunk.includes('<title>Error</title>')
+  );
+}
+
+function warnUnmarked5xx(status: number): void {
+  if (errorsMounted || warnedUnmarked5xx || status < 500) return;
+  warnedUnmarked5xx = true;
+  process.emitWarning(
+    `oncely stored a ${status} response for an Idempotency-Key. If it came from a thrown error, retries will replay it until retention ends: mount app.use(idempotencyErrors()) before your error handlers so a throw releases the key (onThrow).`,
+    { code: 'ONCELY_UNMARKED_5XX' },
+  );
+}
 
 function requestFacts(req: Request): RequestFacts {
   return {
@@ -76,7 +107,7 @@ function requestFacts(req: Request): RequestFacts {
       const length = Number(req.headers['content-length'] ?? 0);
       if (length > maxBytes) return { kind: 'too-large' };
       // A parser consumed the stream (body-parser 2) or said so (body-parser 1 sets `_body`).
-      if ((req as { _body?: boolean })._body === true || req.readableEnded) return req.body === undefined ? { kind: 'none' } : { kind: 'parsed', value: req.body };
+      if ((req as { _body?: boolean })._body === true || req.readableEnded) return req.body === undefined ? { kind: 'none' } : { kind: 'parsed', value: req.body, contentType: req.headers['content-type'] };
       if (req.headers['transfer-encoding'] === undefined && !(length > 0)) return { kind: 'none' };
       const bytes = await readUpTo(req, maxBytes);
       if (!bytes) return { kind: 'too-large' };
@@ -151,11 +182,14 @@ function capture(req: Request, res: Response, execution: HttpExecution, o: { max
       if (!wrote && !bodyless && !res.hasHeader('content-length')) res.setHeader('content-length', byteLength(chunk, rest[0]));
       res.writeHead(res.statusCode);
     }
-    const failure = thrown.get(req);
-    const recorded =
-      failure && o.onThrow === 'release'
-        ? execution.fail(failure.error)
-        : execution.finish({ status: res.statusCode, headers: headerList(res), body: size > o.maxStoredBytes ? 'too-large' : Buffer.concat(chunks) });
+    const failure = thrown.get(req) ?? (isDefaultErrorPage(res, chunk) ? { error: undefined } : undefined);
+    let recorded: Promise<unknown>;
+    if (failure && o.onThrow === 'release') recorded = execution.fail(failure.error);
+    else {
+      const status = res.statusCode;
+      recorded = execution.finish({ status, headers: headerList(res), body: size > o.maxStoredBytes ? 'too-large' : Buffer.concat(chunks) });
+      if (!failure) recorded = recorded.then((stored) => stored && warnUnmarked5xx(status));
+    }
     void recorded.then(() => (end as (...args: unknown[]) => Response).call(this, chunk, ...rest));
     return this;
   } as Response['end'];

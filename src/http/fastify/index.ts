@@ -4,7 +4,7 @@
 import { Readable, Transform, pipeline } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RequestPayload, RouteOptions } from 'fastify';
-import { runInExecutionContext } from '../../core/execution-context.js';
+import { runInExecutionContext, type ExecutionContext } from '../../core/execution-context.js';
 import { createProtocol, type Decision, type HttpExecution, type IdempotencyOptions } from '../protocol.js';
 import type { RequestBody, RequestFacts, ResponseParts } from '../types.js';
 
@@ -27,6 +27,8 @@ interface Pending {
 }
 
 const pending = new WeakMap<FastifyRequest, Pending>();
+/** The context of a request that runs without a claim (no key, or fail-open). */
+const unprotected = new WeakMap<FastifyRequest, ExecutionContext>();
 
 /**
  * Protects every POST and PATCH route registered after it in its scope (hooks apply to the
@@ -43,12 +45,15 @@ const pending = new WeakMap<FastifyRequest, Pending>();
  * app.post('/search', { config: { idempotency: false } }, search);
  * ```
  */
+/** What Fastify's `register(plugin, options)` itself reads from the same options object. */
+const FASTIFY_REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers'];
+
 const oncelyPlugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async (fastify, options) => {
-  const shared = createProtocol(options);
+  const shared = createProtocol(options, FASTIFY_REGISTER_OPTIONS);
   fastify.addHook('onRoute', (route) => {
     const config = route.config?.idempotency;
     if (config === false) return;
-    const protocol = typeof config === 'object' ? createProtocol({ ...options, ...config }) : shared;
+    const protocol = typeof config === 'object' ? createProtocol({ ...options, ...config }, FASTIFY_REGISTER_OPTIONS) : shared;
     const { methods, maxStoredBytes } = protocol.settings;
     if (![route.method].flat().some((method) => methods.includes(method.toUpperCase()))) return;
     protectRoute(route as RouteOptions, protocol.decide, maxStoredBytes);
@@ -71,12 +76,13 @@ function protectRoute(route: RouteOptions, decide: Decide, maxStoredBytes: numbe
   const handler = route.handler;
   route.handler = function idempotentHandler(this: FastifyInstance, request, reply) {
     const state = pending.get(request);
-    return state ? runInExecutionContext(state.execution.context, () => handler.call(this, request, reply)) : handler.call(this, request, reply);
+    const context = state?.execution.context ?? unprotected.get(request);
+    return context ? runInExecutionContext(context, () => handler.call(this, request, reply)) : handler.call(this, request, reply);
   };
   // Last, so the route's own preHandlers (auth, which `scope` reads) have run.
   route.preHandler = hooks(route.preHandler, async function idempotencyPreHandler(request: FastifyRequest, reply: FastifyReply) {
     const decision = await decide(request, requestFacts(request));
-    if (decision.action === 'pass') return;
+    if (decision.action === 'pass') return void (decision.context && unprotected.set(request, decision.context));
     if (decision.action === 'respond') return sendParts(reply, decision.response);
     const state: Pending = { execution: decision.execution, phase: 'running', thrown: undefined };
     pending.set(request, state);

@@ -1,0 +1,100 @@
+/**
+ * Checks the options of a public entry point when they are given (the middleware or wrapper
+ * is created), so a mistake fails at start-up with an `InvalidOptionError` naming the option,
+ * not at the first request, and never as a store outage.
+ */
+import { InvalidOptionError } from './errors.js';
+import type { IdempotencyStore } from './types.js';
+
+const show = (value: unknown): string => (typeof value === 'function' ? 'a function' : typeof value === 'string' ? JSON.stringify(value) : String(value));
+
+/** The options of one entry point (`owner`, e.g. `'idempotency()'`), read one by one. */
+export class OptionReader {
+  readonly #owner: string;
+  readonly #options: Record<string, unknown>;
+
+  /** `known`: every option name the entry point takes; any other is refused (a typo must not silently do nothing). */
+  constructor(owner: string, options: unknown, known: readonly string[]) {
+    this.#owner = owner;
+    if (typeof options !== 'object' || options === null) throw new InvalidOptionError(`${owner}: options must be an object, got ${show(options)}`);
+    this.#options = options as Record<string, unknown>;
+    for (const name of Object.keys(options)) {
+      if (!known.includes(name) && (options as Record<string, unknown>)[name] !== undefined) {
+        throw new InvalidOptionError(`${owner}: unknown option \`${name}\` (known: ${known.join(', ')})`, name);
+      }
+    }
+  }
+
+  #fail(name: string, expected: string): never {
+    throw new InvalidOptionError(`${this.#owner}: \`${name}\` must be ${expected}, got ${show(this.#options[name])}`, name);
+  }
+
+  store(name = 'store'): IdempotencyStore {
+    const value = this.#options[name] as Partial<IdempotencyStore> | undefined;
+    if (value === undefined) throw new InvalidOptionError(`${this.#owner}: \`${name}\` is required (a MemoryStore, SqliteStore, PostgresStore or RedisStore)`, name);
+    for (const method of ['claim', 'complete', 'release', 'extend'] as const) {
+      if (typeof value?.[method] !== 'function') this.#fail(name, `an IdempotencyStore (with claim, complete, release and extend)`);
+    }
+    return value as IdempotencyStore;
+  }
+
+  requiredFunction<F>(name: string): F {
+    const value = this.#options[name];
+    if (typeof value !== 'function') this.#fail(name, 'a function');
+    return value as F;
+  }
+
+  function<F>(name: string): F | undefined {
+    const value = this.#options[name];
+    if (value !== undefined && typeof value !== 'function') this.#fail(name, 'a function');
+    return value as F | undefined;
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const value = this.#options[name];
+    if (value === undefined) return fallback;
+    if (typeof value !== 'boolean') this.#fail(name, 'true or false');
+    return value;
+  }
+
+  string(name: string, fallback: string): string {
+    const value = this.#options[name];
+    if (value === undefined) return fallback;
+    if (typeof value !== 'string' || value.length === 0) this.#fail(name, 'a non-empty string');
+    return value;
+  }
+
+  strings(name: string, fallback: readonly string[]): string[] {
+    const value = this.#options[name];
+    if (value === undefined) return [...fallback];
+    if (!Array.isArray(value) || !value.every((item) => typeof item === 'string' && item.length > 0)) this.#fail(name, 'an array of non-empty strings');
+    return value as string[];
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const value = this.#options[name];
+    if (value === undefined) return fallback;
+    if (!allowed.includes(value as T)) this.#fail(name, allowed.map((item) => `'${item}'`).join(' or '));
+    return value as T;
+  }
+
+  /** A positive whole number of milliseconds (or bytes, or characters), or `fallback`. */
+  count(name: string, fallback: number, { zero = false } = {}): number {
+    const value = this.#options[name];
+    if (value === undefined) return fallback;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || (value === 0 && !zero)) {
+      this.#fail(name, zero ? 'a whole number ≥ 0' : 'a positive whole number');
+    }
+    return value;
+  }
+
+  /** The raw value, for options whose shape the caller checks itself. */
+  raw(name: string): unknown {
+    return this.#options[name];
+  }
+
+  /** Fails naming `name`: for the caller's own checks of a raw value. */
+  invalid(name: string, expected: string): never {
+    this.#fail(name, expected);
+  }
+}
