@@ -41,10 +41,13 @@ export function requestFacts(request: Request, route: string): RequestFacts {
       if (request.body === null) return { kind: 'none' };
       const declared = Number(request.headers.get('content-length') ?? Number.NaN);
       if (declared > maxBytes) return { kind: 'too-large' };
-      // A clone, so the handler can still read the body.
+      // Read from a clone, so the handler still gets this very Request (a Next.js NextRequest
+      // stays one) with its body unread. The clone is one branch of a tee: the stream's source
+      // is cancelled, and the chunks queued for the other branch let go, only when both
+      // branches are cancelled. Not awaited: the 413 must not wait on the source.
       const read = await readUpTo(request.clone().body, maxBytes);
       if (read.rest) {
-        await read.rest.cancel();
+        Promise.all([read.rest.cancel(), request.body.cancel()]).catch(() => {});
         return { kind: 'too-large' };
       }
       return { kind: 'bytes', bytes: Buffer.concat(read.chunks), contentType: request.headers.get('content-type') ?? undefined };

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { Agent, createServer, request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { getRequestListener } from '@hono/node-server';
 import { executionContext } from '../../core/execution-context.js';
 import { MemoryStore } from '../../stores/memory/index.js';
 import type { IdempotencyEvent } from '../protocol.js';
@@ -170,5 +173,198 @@ describe('withIdempotency (fetch handlers)', () => {
     assert.equal(keyless.status, 201);
     assert.equal(keyless.headers.get('idempotent-replayed'), null);
     assert.equal(executions(), 3);
+  });
+});
+
+/** Compiles only when `A` and `B` are the same type: the type-level assertions below are checked by tsc. */
+const sameType = <A, B>(proof: (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false) => proof;
+
+/** A subclass of Request as Next.js hands route handlers (`NextRequest`). */
+class NextRequest extends Request {
+  get nextUrl(): URL {
+    return new URL(this.url);
+  }
+}
+
+describe('withIdempotency passes the arguments after the request on', () => {
+  interface Env {
+    TENANT: string;
+  }
+  interface Ctx {
+    waitUntil(promise: Promise<unknown>): void;
+  }
+
+  it('to the handler on every path, and to scope and fingerprint (Workers: env, ctx)', async () => {
+    const seen: unknown[][] = [];
+    const endpoint = withIdempotency(
+      async (request: Request, env: Env, ctx: Ctx) => {
+        seen.push([request.method, env, ctx]);
+        return new Response('{}', { status: 201 });
+      },
+      {
+        store: new MemoryStore(),
+        scope: (_request, env) => (seen.push(['scope', env]), env.TENANT),
+        fingerprint: (request, env, ctx) => (seen.push(['fingerprint', env, ctx]), request.method),
+      },
+    );
+    sameType<Parameters<typeof endpoint>, [Request, Env, Ctx]>(true);
+    const env: Env = { TENANT: 't-1' };
+    const ctx: Ctx = { waitUntil: () => undefined };
+    const key = randomUUID();
+    assert.equal((await endpoint(post(key, {}), env, ctx)).headers.get('idempotent-replayed'), 'false');
+    assert.equal((await endpoint(post(key, {}), env, ctx)).headers.get('idempotent-replayed'), 'true');
+    await endpoint(post(undefined, {}), env, ctx);
+    await endpoint(new Request('http://shop.test/orders'), env, ctx);
+    assert.deepEqual(seen, [
+      ['scope', env], ['fingerprint', env, ctx], ['POST', env, ctx], // executed
+      ['scope', env], ['fingerprint', env, ctx], // replayed
+      ['POST', env, ctx], // no key: passed through
+      ['GET', env, ctx], // not a protected method: passed through
+    ]);
+  });
+
+  it("keeps a typed Next.js handler's types and hands it the very request it was given", async () => {
+    type RouteContext = { params: Promise<{ id: string }> };
+    let received: [NextRequest, string] | undefined;
+    const POST = withIdempotency(async (request: NextRequest, { params }: RouteContext) => {
+      received = [request, `${request.nextUrl.pathname} ${(await params).id} ${await request.text()}`];
+      return Response.json({ ok: true }, { status: 201 });
+    }, { store: new MemoryStore(), required: true, scope: (request, { params }) => params.then(({ id }) => `${request.nextUrl.host}/${id}`) });
+    sameType<Parameters<typeof POST>, [NextRequest, RouteContext]>(true);
+    sameType<ReturnType<typeof POST>, Promise<Response>>(true);
+    // @ts-expect-error the route context is required, as the handler says
+    const _withoutContext: (request: NextRequest) => Promise<Response> = POST;
+    // @ts-expect-error a plain Request is not the NextRequest the handler asks for
+    const _plainRequest: (request: Request, context: RouteContext) => Promise<Response> = POST;
+    const request = new NextRequest('http://shop.test/orders/o-1', { method: 'POST', body: '{"amount":1}', headers: { 'content-type': 'application/json', 'idempotency-key': randomUUID() } });
+    assert.equal((await POST(request, { params: Promise.resolve({ id: 'o-1' }) })).status, 201);
+    assert.equal(received?.[0], request, 'the same NextRequest object, not a copy');
+    assert.equal(received?.[1], '/orders/o-1 o-1 {"amount":1}');
+  });
+});
+
+interface Upload {
+  status: number;
+  body: string;
+  /** Settles when the connection is closed (the client never closes it first). */
+  closed: Promise<void>;
+}
+
+/**
+ * POSTs a body without Content-Length (chunked transfer coding): `count` times `chunk`, one
+ * every `everyMs`, then the end. With `count: Infinity` it never ends, and keeps sending after
+ * the answer as a hostile client would, until the connection closes.
+ */
+function upload(port: number, agent: Agent, headers: OutgoingHttpHeaders, chunk: Buffer, count: number, everyMs: number): Promise<Upload> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/orders', method: 'POST', agent, headers }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (part: Buffer) => parts.push(part));
+      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(parts).toString(), closed }));
+    });
+    const closed = new Promise<void>((done) => req.on('close', done));
+    req.on('error', reject);
+    void (async () => {
+      for (let sent = 0; sent < count && !req.destroyed; sent++) {
+        req.write(chunk);
+        await sleep(everyMs);
+      }
+      if (!req.destroyed) req.end();
+    })();
+  });
+}
+
+/** `promise`, or a failure naming `what` if it takes longer than `ms`. */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** An endless request body that counts what was pulled from it and whether it was cancelled. */
+function endlessBody(chunkBytes: number) {
+  const source = { pulled: 0, cancelled: false };
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      source.pulled += chunkBytes;
+      controller.enqueue(new Uint8Array(chunkBytes));
+    },
+    cancel() {
+      source.cancelled = true;
+    },
+  }, { highWaterMark: 0 });
+  return { stream, source };
+}
+
+describe('withIdempotency and request bodies without Content-Length', () => {
+  const MAX_BODY = 64 * 1024;
+  const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+
+  function echo() {
+    let executions = 0;
+    const endpoint = withIdempotency(async (request: Request) => {
+      executions++;
+      const body = new Uint8Array(await request.arrayBuffer());
+      return Response.json({ bytes: body.byteLength, sha256: sha256(body) }, { status: 201 });
+    }, { store: new MemoryStore(), required: true, maxBodyBytes: MAX_BODY });
+    return { endpoint, executions: () => executions };
+  }
+
+  it('answers 413 at once over real HTTP to a chunked body and to a slow endless one, and lets the connection go', { timeout: 20_000 }, async () => {
+    const { endpoint, executions } = echo();
+    const server = createServer(getRequestListener(endpoint));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const agent = new Agent({ keepAlive: true });
+    const headers = { 'content-type': 'application/octet-stream', 'idempotency-key': randomUUID() };
+    try {
+      const chunked = await within(2000, 'answer to a chunked body', upload(port, agent, headers, randomBytes(8 * 1024), 16, 0));
+      assert.equal(chunked.status, 413);
+      assert.equal(JSON.parse(chunked.body).type, 'https://oncely.dev/problems/body-too-large');
+
+      const slow = await within(2000, 'answer to a slow endless body', upload(port, agent, { ...headers, 'idempotency-key': randomUUID() }, randomBytes(4 * 1024), Infinity, 5));
+      assert.equal(slow.status, 413);
+      await within(2000, 'close of the connection the client keeps sending on', slow.closed);
+      assert.equal(executions(), 0, 'the handler never ran');
+
+      const piece = randomBytes(4096);
+      const whole = await within(2000, 'answer to a body at the limit', upload(port, agent, { ...headers, 'idempotency-key': randomUUID() }, piece, MAX_BODY / 4096, 1));
+      assert.equal(whole.status, 201);
+      assert.deepEqual(JSON.parse(whole.body), { bytes: MAX_BODY, sha256: sha256(Buffer.concat(Array(MAX_BODY / 4096).fill(piece))) }, 'the handler read the whole body');
+    } finally {
+      agent.destroy();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('answers 413 to an endless ReadableStream body, reading no more than the limit and releasing the stream', { timeout: 10_000 }, async () => {
+    const { endpoint, executions } = echo();
+    const chunk = 16 * 1024;
+    const { stream, source } = endlessBody(chunk);
+    const request = new Request('http://shop.test/orders', { method: 'POST', body: stream, duplex: 'half', headers: { 'idempotency-key': randomUUID() } });
+    const response = await within(2000, 'answer', endpoint(request));
+    assert.equal(response.status, 413);
+    assert.equal(executions(), 0);
+    assert.ok(source.pulled <= MAX_BODY + 2 * chunk, `read ${source.pulled} bytes for a limit of ${MAX_BODY} (allowed: the chunk that crossed it and one read ahead)`);
+    await within(1000, 'cancel of the body stream', (async () => {
+      while (!source.cancelled) await sleep(5);
+    })());
+
+    const body = randomBytes(MAX_BODY);
+    const streamed = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let at = 0; at < body.byteLength; at += 1000) controller.enqueue(body.subarray(at, at + 1000));
+        controller.close();
+      },
+    });
+    const whole = await endpoint(new Request('http://shop.test/orders', { method: 'POST', body: streamed, duplex: 'half', headers: { 'idempotency-key': randomUUID() } }));
+    assert.deepEqual(await whole.json(), { bytes: MAX_BODY, sha256: sha256(body) }, 'a streamed body within the limit reaches the handler whole');
   });
 });

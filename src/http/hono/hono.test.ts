@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { Agent, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { executionContext } from '../../core/execution-context.js';
 import { MemoryStore } from '../../stores/memory/index.js';
@@ -66,5 +70,114 @@ describe('idempotency (Hono)', () => {
     assert.equal(again.status, 500);
     assert.equal(again.headers.get('idempotent-replayed'), 'true');
     assert.equal(executions(), 1);
+  });
+});
+
+/**
+ * POSTs a body without Content-Length (chunked transfer coding): `count` times `chunk`, one
+ * every `everyMs`, then the end; with `count: Infinity` it never ends. Resolves with the status
+ * and body of the answer, which may come before the upload is done.
+ */
+function upload(port: number, agent: Agent, key: string, chunk: Buffer, count: number, everyMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/upload', method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'idempotency-key': key } }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (part: Buffer) => parts.push(part));
+      res.on('end', () => {
+        req.destroy();
+        resolve({ status: res.statusCode!, body: Buffer.concat(parts).toString() });
+      });
+    });
+    req.on('error', reject);
+    void (async () => {
+      for (let sent = 0; sent < count && !req.destroyed; sent++) {
+        req.write(chunk);
+        await sleep(everyMs);
+      }
+      if (!req.destroyed) req.end();
+    })();
+  });
+}
+
+/** `promise`, or a failure naming `what` if it takes longer than `ms`. */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe('idempotency (Hono) and request bodies without Content-Length', () => {
+  const MAX_BODY = 64 * 1024;
+  const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+
+  function uploads() {
+    let executions = 0;
+    const app = new Hono();
+    app.post('/upload', idempotency({ store: new MemoryStore(), required: true, maxBodyBytes: MAX_BODY }), async (c) => {
+      executions++;
+      const body = new Uint8Array(await c.req.arrayBuffer());
+      return c.json({ bytes: body.byteLength, sha256: sha256(body) }, 201);
+    });
+    return { app, executions: () => executions };
+  }
+
+  it('answers 413 at once over real HTTP (@hono/node-server) to a chunked body and to a slow endless one', { timeout: 20_000 }, async () => {
+    const { app, executions } = uploads();
+    const server = await new Promise<Server>((resolve) => {
+      const started: Server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(started)) as Server;
+    });
+    const { port } = server.address() as AddressInfo;
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const chunked = await within(2000, 'answer to a chunked body', upload(port, agent, randomUUID(), randomBytes(8 * 1024), 16, 0));
+      assert.equal(chunked.status, 413);
+      assert.equal(JSON.parse(chunked.body).type, 'https://oncely.dev/problems/body-too-large');
+      const slow = await within(2000, 'answer to a slow endless body', upload(port, agent, randomUUID(), randomBytes(4 * 1024), Infinity, 5));
+      assert.equal(slow.status, 413);
+      assert.equal(executions(), 0, 'the handler never ran');
+
+      const piece = randomBytes(4096);
+      const whole = await within(2000, 'answer to a body at the limit', upload(port, agent, randomUUID(), piece, MAX_BODY / 4096, 1));
+      assert.equal(whole.status, 201);
+      assert.deepEqual(JSON.parse(whole.body), { bytes: MAX_BODY, sha256: sha256(Buffer.concat(Array(MAX_BODY / 4096).fill(piece))) }, 'the handler read the whole body');
+    } finally {
+      agent.destroy();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('answers 413 through app.request to an endless ReadableStream body, and releases the stream', { timeout: 10_000 }, async () => {
+    const { app, executions } = uploads();
+    let cancelled = false;
+    const endless = new ReadableStream<Uint8Array>({
+      pull: (controller) => controller.enqueue(new Uint8Array(16 * 1024)),
+      cancel: () => {
+        cancelled = true;
+      },
+    }, { highWaterMark: 0 });
+    const headers = { 'idempotency-key': randomUUID() };
+    const refused = await within(2000, 'answer', Promise.resolve(app.request('/upload', { method: 'POST', body: endless, duplex: 'half', headers })));
+    assert.equal(refused.status, 413);
+    assert.equal(executions(), 0);
+    await within(1000, 'cancel of the body stream', (async () => {
+      while (!cancelled) await sleep(5);
+    })());
+
+    const body = randomBytes(MAX_BODY);
+    const streamed = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let at = 0; at < body.byteLength; at += 1000) controller.enqueue(body.subarray(at, at + 1000));
+        controller.close();
+      },
+    });
+    const whole = await app.request('/upload', { method: 'POST', body: streamed, duplex: 'half', headers: { 'idempotency-key': randomUUID() } });
+    assert.deepEqual(await whole.json(), { bytes: MAX_BODY, sha256: sha256(body) }, 'a streamed body within the limit reaches the handler whole');
   });
 });

@@ -25,7 +25,7 @@ export const idempotency = (options: IdempotencyOptions<Context>): MiddlewareHan
   return async function idempotencyMiddleware(c, next) {
     // The concrete path and query, not c.req.routePath: under app.use('/api/*') every route would share one pattern.
     const decision = await decide(c, requestFacts(c.req.raw, c.req.path + new URL(c.req.url).search));
-    if (decision.action === 'pass') return next();
+    if (decision.action === 'pass') return decision.context ? runInExecutionContext(decision.context, next) : next();
     if (decision.action === 'respond') return toResponse(decision.response);
     const { execution } = decision;
     await runInExecutionContext(execution.context, next);
