@@ -216,7 +216,7 @@ describe('idempotent()', () => {
   it('rejects bad options and keys clearly', async () => {
     const store = new MemoryStore();
     assert.throws(() => idempotent(async () => 1, { store, key: () => 'k' }), InvalidOptionError);
-    assert.throws(() => idempotent(async function named() { return 1; }, { store, key: () => 'k', leaseMs: 0 }), /`leaseMs` must be a positive/);
+    assert.throws(() => idempotent(async function named() { return 1; }, { store, key: () => 'k', leaseMs: 0 }), /`leaseMs` must be a whole number of milliseconds/);
     const empty = idempotent(async function named() { return 1; }, { store, key: () => '' });
     await assert.rejects(empty(), InvalidKeyError);
   });

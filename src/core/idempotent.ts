@@ -84,7 +84,7 @@ export function idempotent<A extends unknown[], R>(fn: (...args: A) => R | Promi
   if (!namespace) throw new InvalidOptionError('idempotent(): an anonymous function needs a `namespace` option', 'namespace');
   const scopeOf = read.function<(...args: A) => string>('scope');
   const fingerprintOf = read.function<(...args: A) => string>('fingerprint');
-  const leaseMs = read.count('leaseMs', 30_000);
+  const leaseMs = read.duration('leaseMs', 30_000);
   const retentionMs = read.count('retentionMs', 86_400_000);
   const waitMs = inProgressWait(read);
   const heartbeat = read.boolean('heartbeat', true);

@@ -4,9 +4,9 @@
  * not at the first request, and never as a store outage.
  */
 import { InvalidOptionError } from './errors.js';
+import { MAX_TIMER_MS, describeValue } from './store-kit.js';
 import type { IdempotencyStore } from './types.js';
 
-const show = (value: unknown): string => (typeof value === 'function' ? 'a function' : typeof value === 'string' ? JSON.stringify(value) : String(value));
 
 /** The options of one entry point (`owner`, e.g. `'idempotency()'`), read one by one. */
 export class OptionReader {
@@ -16,7 +16,7 @@ export class OptionReader {
   /** `known`: every option name the entry point takes; any other is refused (a typo must not silently do nothing). */
   constructor(owner: string, options: unknown, known: readonly string[]) {
     this.#owner = owner;
-    if (typeof options !== 'object' || options === null) throw new InvalidOptionError(`${owner}: options must be an object, got ${show(options)}`);
+    if (typeof options !== 'object' || options === null) throw new InvalidOptionError(`${owner}: options must be an object, got ${describeValue(options)}`);
     this.#options = options as Record<string, unknown>;
     for (const name of Object.keys(options)) {
       if (!known.includes(name) && (options as Record<string, unknown>)[name] !== undefined) {
@@ -25,8 +25,9 @@ export class OptionReader {
     }
   }
 
-  #fail(name: string, expected: string): never {
-    throw new InvalidOptionError(`${this.#owner}: \`${name}\` must be ${expected}, got ${show(this.#options[name])}`, name);
+  /** `shown`: the value as the message may quote it (by default only its type: a string may be a URL with a password). */
+  #fail(name: string, expected: string, shown = describeValue(this.#options[name])): never {
+    throw new InvalidOptionError(`${this.#owner}: \`${name}\` must be ${expected}, got ${shown}`, name);
   }
 
   store(name = 'store'): IdempotencyStore {
@@ -74,16 +75,25 @@ export class OptionReader {
   oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
     const value = this.#options[name];
     if (value === undefined) return fallback;
-    if (!allowed.includes(value as T)) this.#fail(name, allowed.map((item) => `'${item}'`).join(' or '));
+    // A choice's misspelling is no secret: quoting it shows the typo.
+    if (!allowed.includes(value as T)) this.#fail(name, allowed.map((item) => `'${item}'`).join(' or '), typeof value === 'string' ? `'${value.slice(0, 40)}'` : undefined);
     return value as T;
   }
 
-  /** A positive whole number of milliseconds (or bytes, or characters), or `fallback`. */
-  count(name: string, fallback: number, { zero = false } = {}): number {
+  /** A positive whole number of bytes or characters, or `fallback`. */
+  count(name: string, fallback: number): number {
     const value = this.#options[name];
     if (value === undefined) return fallback;
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || (value === 0 && !zero)) {
-      this.#fail(name, zero ? 'a whole number ≥ 0' : 'a positive whole number');
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) this.#fail(name, 'a positive whole number');
+    return value;
+  }
+
+  /** Milliseconds that become a timer's delay (at most what a Node timer keeps), or `fallback`. */
+  duration(name: string, fallback: number, { zero = false } = {}): number {
+    const value = this.#options[name];
+    if (value === undefined) return fallback;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < (zero ? 0 : 1) || value > MAX_TIMER_MS) {
+      this.#fail(name, `a whole number of milliseconds from ${zero ? 0 : 1} to ${MAX_TIMER_MS}`);
     }
     return value;
   }

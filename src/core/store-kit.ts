@@ -45,7 +45,7 @@ export function assertDuration(name: string, value: unknown): asserts value is n
 }
 
 /** Longest delay a Node timer keeps: a longer one fires after 1 ms instead. */
-const MAX_TIMER_MS = 2_147_483_647;
+export const MAX_TIMER_MS = 2_147_483_647;
 
 /** A duration that becomes a timer's delay (a timeout, an interval). */
 export function assertTimerDuration(name: string, value: unknown): asserts value is number {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { Agent, createServer, request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
+import { Agent, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,6 +8,7 @@ import { getRequestListener } from '@hono/node-server';
 import { executionContext } from '../../core/execution-context.js';
 import { MemoryStore } from '../../stores/memory/index.js';
 import type { IdempotencyEvent } from '../protocol.js';
+import { endlessBody, upload, within } from '../../../test/support/uploads.js';
 import { withIdempotency } from './index.js';
 
 /** The downstream key when the handler runs protected; undefined when it was let through. */
@@ -243,65 +244,6 @@ describe('withIdempotency passes the arguments after the request on', () => {
   });
 });
 
-interface Upload {
-  status: number;
-  body: string;
-  /** Settles when the connection is closed (the client never closes it first). */
-  closed: Promise<void>;
-}
-
-/**
- * POSTs a body without Content-Length (chunked transfer coding): `count` times `chunk`, one
- * every `everyMs`, then the end. With `count: Infinity` it never ends, and keeps sending after
- * the answer as a hostile client would, until the connection closes.
- */
-function upload(port: number, agent: Agent, headers: OutgoingHttpHeaders, chunk: Buffer, count: number, everyMs: number): Promise<Upload> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path: '/orders', method: 'POST', agent, headers }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (part: Buffer) => parts.push(part));
-      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(parts).toString(), closed }));
-    });
-    const closed = new Promise<void>((done) => req.on('close', done));
-    req.on('error', reject);
-    void (async () => {
-      for (let sent = 0; sent < count && !req.destroyed; sent++) {
-        req.write(chunk);
-        await sleep(everyMs);
-      }
-      if (!req.destroyed) req.end();
-    })();
-  });
-}
-
-/** `promise`, or a failure naming `what` if it takes longer than `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** An endless request body that counts what was pulled from it and whether it was cancelled. */
-function endlessBody(chunkBytes: number) {
-  const source = { pulled: 0, cancelled: false };
-  const stream = new ReadableStream<Uint8Array>({
-    pull(controller) {
-      source.pulled += chunkBytes;
-      controller.enqueue(new Uint8Array(chunkBytes));
-    },
-    cancel() {
-      source.cancelled = true;
-    },
-  }, { highWaterMark: 0 });
-  return { stream, source };
-}
-
 describe('withIdempotency and request bodies without Content-Length', () => {
   const MAX_BODY = 64 * 1024;
   const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
@@ -324,17 +266,17 @@ describe('withIdempotency and request bodies without Content-Length', () => {
     const agent = new Agent({ keepAlive: true });
     const headers = { 'content-type': 'application/octet-stream', 'idempotency-key': randomUUID() };
     try {
-      const chunked = await within(2000, 'answer to a chunked body', upload(port, agent, headers, randomBytes(8 * 1024), 16, 0));
+      const chunked = await within(2000, 'answer to a chunked body', upload(port, agent, '/orders', headers, randomBytes(8 * 1024), 16, 0));
       assert.equal(chunked.status, 413);
       assert.equal(JSON.parse(chunked.body).type, 'https://oncely.dev/problems/body-too-large');
 
-      const slow = await within(2000, 'answer to a slow endless body', upload(port, agent, { ...headers, 'idempotency-key': randomUUID() }, randomBytes(4 * 1024), Infinity, 5));
+      const slow = await within(2000, 'answer to a slow endless body', upload(port, agent, '/orders', { ...headers, 'idempotency-key': randomUUID() }, randomBytes(4 * 1024), Infinity, 5));
       assert.equal(slow.status, 413);
       await within(2000, 'close of the connection the client keeps sending on', slow.closed);
       assert.equal(executions(), 0, 'the handler never ran');
 
       const piece = randomBytes(4096);
-      const whole = await within(2000, 'answer to a body at the limit', upload(port, agent, { ...headers, 'idempotency-key': randomUUID() }, piece, MAX_BODY / 4096, 1));
+      const whole = await within(2000, 'answer to a body at the limit', upload(port, agent, '/orders', { ...headers, 'idempotency-key': randomUUID() }, piece, MAX_BODY / 4096, 1));
       assert.equal(whole.status, 201);
       assert.deepEqual(JSON.parse(whole.body), { bytes: MAX_BODY, sha256: sha256(Buffer.concat(Array(MAX_BODY / 4096).fill(piece))) }, 'the handler read the whole body');
     } finally {

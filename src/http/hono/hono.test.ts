@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { Agent, request as httpRequest, type Server } from 'node:http';
+import { Agent, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,6 +8,7 @@ import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { executionContext } from '../../core/execution-context.js';
 import { MemoryStore } from '../../stores/memory/index.js';
+import { upload, within } from '../../../test/support/uploads.js';
 import { idempotency } from './index.js';
 
 function shop(options: Partial<Parameters<typeof idempotency>[0]> = {}) {
@@ -73,45 +74,6 @@ describe('idempotency (Hono)', () => {
   });
 });
 
-/**
- * POSTs a body without Content-Length (chunked transfer coding): `count` times `chunk`, one
- * every `everyMs`, then the end; with `count: Infinity` it never ends. Resolves with the status
- * and body of the answer, which may come before the upload is done.
- */
-function upload(port: number, agent: Agent, key: string, chunk: Buffer, count: number, everyMs: number): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path: '/upload', method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'idempotency-key': key } }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (part: Buffer) => parts.push(part));
-      res.on('end', () => {
-        req.destroy();
-        resolve({ status: res.statusCode!, body: Buffer.concat(parts).toString() });
-      });
-    });
-    req.on('error', reject);
-    void (async () => {
-      for (let sent = 0; sent < count && !req.destroyed; sent++) {
-        req.write(chunk);
-        await sleep(everyMs);
-      }
-      if (!req.destroyed) req.end();
-    })();
-  });
-}
-
-/** `promise`, or a failure naming `what` if it takes longer than `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 describe('idempotency (Hono) and request bodies without Content-Length', () => {
   const MAX_BODY = 64 * 1024;
   const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
@@ -135,15 +97,16 @@ describe('idempotency (Hono) and request bodies without Content-Length', () => {
     const { port } = server.address() as AddressInfo;
     const agent = new Agent({ keepAlive: true });
     try {
-      const chunked = await within(2000, 'answer to a chunked body', upload(port, agent, randomUUID(), randomBytes(8 * 1024), 16, 0));
+      const chunked = await within(2000, 'answer to a chunked body', upload(port, agent, '/upload', { 'content-type': 'application/octet-stream', 'idempotency-key': randomUUID() }, randomBytes(8 * 1024), 16, 0));
       assert.equal(chunked.status, 413);
       assert.equal(JSON.parse(chunked.body).type, 'https://oncely.dev/problems/body-too-large');
-      const slow = await within(2000, 'answer to a slow endless body', upload(port, agent, randomUUID(), randomBytes(4 * 1024), Infinity, 5));
+      const slow = await within(2000, 'answer to a slow endless body', upload(port, agent, '/upload', { 'content-type': 'application/octet-stream', 'idempotency-key': randomUUID() }, randomBytes(4 * 1024), Infinity, 5));
       assert.equal(slow.status, 413);
       assert.equal(executions(), 0, 'the handler never ran');
+      await within(2000, 'close of the connection the client keeps sending on', slow.closed);
 
       const piece = randomBytes(4096);
-      const whole = await within(2000, 'answer to a body at the limit', upload(port, agent, randomUUID(), piece, MAX_BODY / 4096, 1));
+      const whole = await within(2000, 'answer to a body at the limit', upload(port, agent, '/upload', { 'content-type': 'application/octet-stream', 'idempotency-key': randomUUID() }, piece, MAX_BODY / 4096, 1));
       assert.equal(whole.status, 201);
       assert.deepEqual(JSON.parse(whole.body), { bytes: MAX_BODY, sha256: sha256(Buffer.concat(Array(MAX_BODY / 4096).fill(piece))) }, 'the handler read the whole body');
     } finally {
