@@ -49,18 +49,19 @@ export async function within<T>(ms: number, what: string, promise: Promise<T>): 
   }
 }
 
-/** An endless request body that counts what was pulled from it and whether it was cancelled. */
+/**
+ * An endless request body: `source.pulled` counts the bytes read from it, and
+ * `source.cancelled` settles when it is cancelled (a test fails by timeout if never).
+ */
 export function endlessBody(chunkBytes: number) {
-  const source = { pulled: 0, cancelled: false };
+  let cancelled!: () => void;
+  const source = { pulled: 0, cancelled: new Promise<void>((resolve) => (cancelled = resolve)) };
   const stream = new ReadableStream<Uint8Array>({
     pull(controller) {
       source.pulled += chunkBytes;
       controller.enqueue(new Uint8Array(chunkBytes));
     },
-    cancel() {
-      source.cancelled = true;
-    },
+    cancel: () => cancelled(),
   }, { highWaterMark: 0 });
   return { stream, source };
 }
-

@@ -3,12 +3,11 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { Agent, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { executionContext } from '../../core/execution-context.js';
 import { MemoryStore } from '../../stores/memory/index.js';
-import { upload, within } from '../../../test/support/uploads.js';
+import { endlessBody, upload, within } from '../../../test/support/uploads.js';
 import { idempotency } from './index.js';
 
 function shop(options: Partial<Parameters<typeof idempotency>[0]> = {}) {
@@ -118,20 +117,12 @@ describe('idempotency (Hono) and request bodies without Content-Length', () => {
 
   it('answers 413 through app.request to an endless ReadableStream body, and releases the stream', { timeout: 10_000 }, async () => {
     const { app, executions } = uploads();
-    let cancelled = false;
-    const endless = new ReadableStream<Uint8Array>({
-      pull: (controller) => controller.enqueue(new Uint8Array(16 * 1024)),
-      cancel: () => {
-        cancelled = true;
-      },
-    }, { highWaterMark: 0 });
+    const { stream, source } = endlessBody(16 * 1024);
     const headers = { 'idempotency-key': randomUUID() };
-    const refused = await within(2000, 'answer', Promise.resolve(app.request('/upload', { method: 'POST', body: endless, duplex: 'half', headers })));
+    const refused = await within(2000, 'answer', Promise.resolve(app.request('/upload', { method: 'POST', body: stream, duplex: 'half', headers })));
     assert.equal(refused.status, 413);
     assert.equal(executions(), 0);
-    await within(1000, 'cancel of the body stream', (async () => {
-      while (!cancelled) await sleep(5);
-    })());
+    await source.cancelled;
 
     const body = randomBytes(MAX_BODY);
     const streamed = new ReadableStream<Uint8Array>({
