@@ -34,6 +34,7 @@ export default defineConfig([
       fastify: 'src/http/fastify/index.ts',
       fetch: 'src/http/fetch/index.ts',
       hono: 'src/http/hono/index.ts',
+      messages: 'src/messages/index.ts',
       testing: 'src/testing/index.ts',
       client: 'src/client/index.ts',
     },

@@ -32,6 +32,7 @@ const SUBPATHS: Record<string, string[]> = {
   'oncely/fastify': ['oncely', 'default'],
   'oncely/fetch': ['withIdempotency'],
   'oncely/hono': ['idempotency'],
+  'oncely/messages': ['idempotentConsumer'],
   'oncely/testing': ['storeContract', 'randomId', 'httpConformance', 'conformanceHandler'],
   'oncely/client': ['createIdempotentFetch', 'sessionStorageKeyStore', 'memoryKeyStore', 'IdempotentFetchError'],
 };

@@ -20,6 +20,12 @@ export interface ClaimOptions {
   heartbeat: boolean;
   /** How long to wait for an in-progress execution to settle before answering `in_progress`; 0 answers at once. */
   waitMs: number;
+  /**
+   * Called after each heartbeat that extended the lease, to extend what else holds the work
+   * (a broker's hold on a message: JetStream `working()`, SQS visibility). What it throws or
+   * rejects with is ignored: the lease is what fences the work.
+   */
+  onHeartbeat?: () => unknown;
 }
 
 export type ClaimOutcome =
@@ -100,13 +106,17 @@ export class Execution {
     return this.#options.id;
   }
 
-  /** Stores `outcome` for every duplicate. Throws `LeaseLostError` when the claim was lost. */
-  async complete(outcome: Uint8Array): Promise<void> {
+  /**
+   * Stores `outcome` for every duplicate. Throws `LeaseLostError` when the claim was lost.
+   * `via`: the same store bound to the caller's transaction, so the completion commits (or
+   * rolls back) with the work's own writes.
+   */
+  async complete(outcome: Uint8Array, via: IdempotencyStore = this.#options.store): Promise<void> {
     this.#end();
     try {
       if (this.#lost) throw this.#lost;
-      const { store, id, retentionMs } = this.#options;
-      if ((await store.complete(id, this.#token, outcome, retentionMs)) === 'lost') throw new LeaseLostError();
+      const { id, retentionMs } = this.#options;
+      if ((await via.complete(id, this.#token, outcome, retentionMs)) === 'lost') throw new LeaseLostError();
     } finally {
       signalSettled(this.#options.store, this.#options.id);
     }
@@ -142,7 +152,14 @@ export class Execution {
    * on the next beat until then, since its lease may still hold).
    */
   #startHeartbeat(): () => void {
-    const { store, id, leaseMs } = this.#options;
+    const { store, id, leaseMs, onHeartbeat } = this.#options;
+    const extendHold = () => {
+      try {
+        void Promise.resolve(onHeartbeat?.()).catch(() => undefined);
+      } catch {
+        // See onHeartbeat: the lease fences the work, not the hold.
+      }
+    };
     let extending = false;
     let lastExtended = Date.now();
     const lose = () => {
@@ -155,7 +172,7 @@ export class Execution {
       extending = true;
       store
         .extend(id, this.#token, leaseMs)
-        .then((result) => (result === 'ok' ? (lastExtended = Date.now()) : lose()))
+        .then((result) => (result === 'ok' ? ((lastExtended = Date.now()), extendHold()) : lose()))
         .catch(() => (Date.now() - lastExtended >= leaseMs ? lose() : undefined))
         .finally(() => (extending = false));
     }, Math.max(1, Math.floor(leaseMs / 3)));

@@ -1,0 +1,313 @@
+/**
+ * The idempotent-consumer protocol, independent of any broker (DESIGN §4.2). For each delivery
+ * it decides everything: the message's identity, the claim, running the handler, and the one
+ * broker action that ends the delivery. Broker adapters only read their delivery into
+ * `DeliveryFacts` and perform the returned action (ack / retry / dead-letter) exactly once.
+ *
+ * | claim outcome / result                         | action                                   |
+ * |------------------------------------------------|------------------------------------------|
+ * | acquired → handler succeeds → outcome stored   | ack                                      |
+ * | completed (a duplicate delivery)               | ack, without running                     |
+ * | in_progress (another consumer runs it)         | retry after the holder's lease           |
+ * | mismatch (same identity, other payload)        | dead-letter, never run                   |
+ * | handler throws a retryable error               | release, retry with backoff              |
+ * | permanent error, or attempt ≥ maxAttempts      | release, dead-letter                     |
+ * | lease lost while running                       | no completion; retry (redelivery finds the newer outcome) |
+ * | store unreachable                              | nothing runs; retry with backoff         |
+ */
+import { toJsonSafe, type Json } from '../core/codec.js';
+import { claimOrWait, type ClaimOutcome, type Execution } from '../core/engine.js';
+import { LeaseLostError } from '../core/errors.js';
+import { encodeFunctionOutcome } from '../core/function-outcome.js';
+import { runInExecutionContext, type ExecutionContext } from '../core/execution-context.js';
+import { identityId, sha256Hex } from '../core/identity.js';
+import { OptionReader } from '../core/options.js';
+import type { IdempotencyStore } from '../core/types.js';
+
+/** What an adapter knows about one delivery. */
+export interface DeliveryFacts {
+  /** The broker's identity of the message (RabbitMQ `messageId`, `Nats-Msg-Id`, SQS `MessageId`…); `undefined` when it has none. */
+  id: string | undefined;
+  /** The payload as delivered: the default fingerprint. */
+  body: Uint8Array;
+  /** Which delivery of this message this is, from 1, as the broker counts; `undefined` when it does not. */
+  attempt: number | undefined;
+  /** The queue, subject or topic: the default namespace, and named in events. */
+  source: string;
+  /** Extends the broker's hold on the message while the handler runs (JetStream `working()`, SQS visibility). */
+  extendHold?: () => unknown;
+}
+
+export type DeadLetterReason = 'no-identity' | 'mismatch' | 'permanent-error' | 'max-attempts' | 'callback-failed';
+
+/** The one thing the adapter does with the delivery. */
+export type MessageAction =
+  | { action: 'ack'; outcome: 'processed' | 'duplicate' }
+  /** Do not ack: hand the message back for redelivery after `delayMs`. */
+  | { action: 'retry'; delayMs: number; reason: 'in_progress' | 'failed' | 'store_error' | 'lease_lost'; error?: unknown }
+  /** Never to be run: move it aside by the broker's own means (DLX, `term()`, DLQ) with `reason`. */
+  | { action: 'dead-letter'; reason: DeadLetterReason; detail: string; error?: unknown };
+
+export type MessageEvent =
+  | { type: 'processed'; source: string; key: string; attempt: number | undefined; durationMs: number }
+  | { type: 'duplicate'; source: string; key: string; attempt: number | undefined; durationMs: number }
+  | { type: 'in_progress'; source: string; key: string; attempt: number | undefined; durationMs: number }
+  | { type: 'mismatch'; source: string; key: string; attempt: number | undefined; durationMs: number }
+  | { type: 'retry'; source: string; key: string; attempt: number | undefined; durationMs: number; delayMs: number; error: unknown }
+  | { type: 'dead_lettered'; source: string; key: string | undefined; attempt: number | undefined; durationMs: number; reason: DeadLetterReason; error?: unknown }
+  | { type: 'lease_lost'; source: string; key: string; attempt: number | undefined; durationMs: number }
+  | { type: 'store_error'; source: string; key: string; attempt: number | undefined; durationMs: number; error: unknown };
+
+export interface ConsumerOptions<M> {
+  /** Where records are kept. */
+  store: IdempotencyStore;
+  /** The message's business key (`welcome-email:user-42`). Default: the broker's message identity. */
+  key?: (message: M) => string;
+  /** Whose key it is (a tenant). Default `''`. */
+  scope?: (message: M) => string;
+  /** Separates uses of one store. Default: the queue, subject or topic name. */
+  namespace?: string;
+  /** What makes two deliveries "the same message". Default: SHA-256 of the body bytes. */
+  fingerprint?: (message: M) => string;
+  /** Lease of a claim, extended every third of it (with the broker's hold) while the handler runs. Default 30 000 ms. */
+  leaseMs?: number;
+  /** How long a processed message's identity is remembered. Default 7 days: longer than brokers keep redelivering. */
+  retentionMs?: number;
+  /** Deliveries after which a failing message is dead-lettered. Default 5. */
+  maxAttempts?: number;
+  /** Errors that retrying cannot fix: dead-lettered at once. Default: none. */
+  isPermanent?: (error: unknown) => boolean;
+  /** Retry delay after a failure: `baseMs · 2^(attempt-1)`, capped at `maxMs`. Default `{ baseMs: 1000, maxMs: 60 000 }`. */
+  backoff?: { baseMs: number; maxMs: number };
+  /** Called for every delivery's outcome. What it throws is ignored. */
+  observer?: (event: MessageEvent) => void;
+}
+
+/** What the handler gets besides the message. */
+export type MessageContext = ExecutionContext;
+
+export type MessageHandler<M> = (message: M, context: MessageContext) => unknown;
+
+const OPTION_NAMES = ['store', 'key', 'scope', 'namespace', 'fingerprint', 'leaseMs', 'retentionMs', 'maxAttempts', 'isPermanent', 'backoff', 'observer'];
+const WEEK_MS = 7 * 86_400_000;
+
+/** The options with defaults applied. */
+export interface ConsumerSettings<M> {
+  store: IdempotencyStore;
+  key: ((message: M) => string) | undefined;
+  scope: ((message: M) => string) | undefined;
+  namespace: string | undefined;
+  fingerprint: ((message: M) => string) | undefined;
+  leaseMs: number;
+  retentionMs: number;
+  maxAttempts: number;
+  isPermanent: (error: unknown) => boolean;
+  backoff: { baseMs: number; maxMs: number };
+  observer: ((event: MessageEvent) => void) | undefined;
+}
+
+/** Checks the options when the consumer is made. `adapterOptions`: names the adapter itself reads. */
+export function resolveConsumerOptions<M>(options: ConsumerOptions<M>, owner: string, adapterOptions: readonly string[] = []): ConsumerSettings<M> {
+  const read = new OptionReader(owner, options, [...OPTION_NAMES, ...adapterOptions]);
+  const backoff = read.raw('backoff') as { baseMs?: unknown; maxMs?: unknown } | undefined;
+  if (backoff !== undefined) {
+    const valid = (value: unknown) => typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
+    if (typeof backoff !== 'object' || backoff === null || !valid(backoff.baseMs) || !valid(backoff.maxMs) || (backoff.maxMs as number) < (backoff.baseMs as number)) {
+      read.invalid('backoff', '{ baseMs, maxMs }: positive whole milliseconds, maxMs ≥ baseMs');
+    }
+  }
+  return {
+    store: read.store(),
+    key: read.function('key'),
+    scope: read.function('scope'),
+    namespace: options.namespace === undefined ? undefined : read.string('namespace', ''),
+    fingerprint: read.function('fingerprint'),
+    leaseMs: read.duration('leaseMs', 30_000),
+    retentionMs: read.count('retentionMs', WEEK_MS),
+    maxAttempts: read.count('maxAttempts', 5),
+    isPermanent: read.function<(error: unknown) => boolean>('isPermanent') ?? (() => false),
+    backoff: (backoff as { baseMs: number; maxMs: number } | undefined) ?? { baseMs: 1_000, maxMs: 60_000 },
+    observer: read.function('observer'),
+  };
+}
+
+/** A user callback (`key`, `scope`, `fingerprint`) failed: the message can never be identified. */
+class CallbackFailure {
+  constructor(
+    readonly detail: string,
+    readonly error: unknown,
+    readonly reason: 'no-identity' | 'callback-failed' = 'callback-failed',
+  ) {}
+}
+
+function callString<M>(name: string, callback: (message: M) => string, message: M): string {
+  let value: unknown;
+  try {
+    value = callback(message);
+  } catch (error) {
+    throw new CallbackFailure(`\`${name}\` threw`, error);
+  }
+  if (typeof value !== 'string' || value.length === 0) throw new CallbackFailure(`\`${name}\` must return a non-empty string`, undefined);
+  return value;
+}
+
+export interface MessageProtocol<M> {
+  /** Decides one delivery: runs `handler` at most once per identity and returns the action. Never throws. */
+  deliver(message: M, facts: DeliveryFacts, handler: MessageHandler<M>): Promise<MessageAction>;
+  settings: ConsumerSettings<M>;
+}
+
+export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'consumer', adapterOptions: readonly string[] = []): MessageProtocol<M> {
+  const o = resolveConsumerOptions(options, owner, adapterOptions);
+  const observe = (event: MessageEvent) => {
+    try {
+      o.observer?.(event);
+    } catch {
+      // An observer's failure must not change what happens to the message.
+    }
+  };
+  // A classifier that throws cannot say "permanent": the message is retried, up to maxAttempts.
+  const permanent = (error: unknown) => {
+    try {
+      return o.isPermanent(error) === true;
+    } catch {
+      return false;
+    }
+  };
+  const backoffMs = (attempt: number | undefined) => Math.min(o.backoff.maxMs, o.backoff.baseMs * 2 ** Math.min(30, Math.max(0, (attempt ?? 1) - 1)));
+
+  return { deliver, settings: o };
+
+  async function deliver(message: M, facts: DeliveryFacts, handler: MessageHandler<M>): Promise<MessageAction> {
+    const started = performance.now();
+    const base = { source: facts.source, attempt: facts.attempt };
+    const elapsed = () => performance.now() - started;
+    const deadLetter = (reason: DeadLetterReason, detail: string, key: string | undefined, error?: unknown): MessageAction => {
+      observe({ type: 'dead_lettered', ...base, key, durationMs: elapsed(), reason, ...(error === undefined ? {} : { error }) });
+      return { action: 'dead-letter', reason, detail, ...(error === undefined ? {} : { error }) };
+    };
+
+    let identity: { key: string; scope: string; namespace: string; id: string; fingerprint: string };
+    try {
+      identity = identify(message, facts);
+    } catch (failure) {
+      if (!(failure instanceof CallbackFailure)) throw failure;
+      return deadLetter(failure.reason, failure.detail, undefined, failure.error);
+    }
+    const { key } = identity;
+
+    let claim: ClaimOutcome;
+    try {
+      claim = await claimOrWait({
+        store: o.store,
+        id: identity.id,
+        fingerprint: identity.fingerprint,
+        meta: { namespace: identity.namespace, scope: identity.scope, key },
+        leaseMs: o.leaseMs,
+        retentionMs: o.retentionMs,
+        heartbeat: true,
+        waitMs: 0,
+        ...(facts.extendHold ? { onHeartbeat: facts.extendHold } : {}),
+      });
+    } catch (error) {
+      const delayMs = backoffMs(facts.attempt);
+      observe({ type: 'store_error', ...base, key, durationMs: elapsed(), error });
+      return { action: 'retry', delayMs, reason: 'store_error', error };
+    }
+
+    switch (claim.status) {
+      case 'completed':
+        observe({ type: 'duplicate', ...base, key, durationMs: elapsed() });
+        return { action: 'ack', outcome: 'duplicate' };
+      case 'mismatch':
+        observe({ type: 'mismatch', ...base, key, durationMs: elapsed() });
+        return deadLetter('mismatch', `a message with identity ${JSON.stringify(key)} was already processed with another payload`, key);
+      case 'in_progress': {
+        observe({ type: 'in_progress', ...base, key, durationMs: elapsed() });
+        // Come back once the holder's lease would have lapsed: by then it finished or crashed.
+        return { action: 'retry', delayMs: o.leaseMs, reason: 'in_progress' };
+      }
+      case 'acquired':
+        return run(claim.execution, message, facts, handler, identity, started);
+    }
+  }
+
+  function identify(message: M, facts: DeliveryFacts) {
+    const key = o.key ? callString('key', o.key, message) : facts.id;
+    if (key === undefined || key === '') {
+      throw new CallbackFailure(
+        `no identity: the message from ${facts.source} has no message id. Set one when publishing (e.g. RabbitMQ messageId, Nats-Msg-Id) or pass \`key(message)\`; oncely never identifies a message by its content, since two equal messages can be two operations`,
+        undefined,
+        'no-identity',
+      );
+    }
+    const scope = o.scope ? callString('scope', o.scope, message) : '';
+    const namespace = o.namespace ?? facts.source;
+    const fingerprint = o.fingerprint ? callString('fingerprint', o.fingerprint, message) : sha256Hex(facts.body);
+    let id: string;
+    try {
+      id = identityId(namespace, scope, key);
+    } catch (error) {
+      throw new CallbackFailure(`the identity is not usable: ${(error as Error).message}`, error);
+    }
+    return { key, scope, namespace, id, fingerprint };
+  }
+
+  async function run(execution: Execution, message: M, facts: DeliveryFacts, handler: MessageHandler<M>, identity: { key: string; scope: string; namespace: string }, started: number): Promise<MessageAction> {
+    const { key } = identity;
+    const base = { source: facts.source, attempt: facts.attempt, key };
+    const elapsed = () => performance.now() - started;
+    const context: ExecutionContext = {
+      get signal() {
+        return execution.signal;
+      },
+      downstreamKey: execution.downstreamKey,
+      ...identity,
+      protected: true,
+    };
+    let value: unknown;
+    try {
+      value = await runInExecutionContext(context, () => handler(message, context));
+    } catch (error) {
+      await execution.release();
+      const exhausted = facts.attempt !== undefined && facts.attempt >= o.maxAttempts;
+      if (exhausted || permanent(error)) {
+        const reason = exhausted ? 'max-attempts' : 'permanent-error';
+        observe({ type: 'dead_lettered', ...base, durationMs: elapsed(), reason, error });
+        return { action: 'dead-letter', reason, detail: describe(error), error };
+      }
+      const delayMs = backoffMs(facts.attempt);
+      observe({ type: 'retry', ...base, durationMs: elapsed(), delayMs, error });
+      return { action: 'retry', delayMs, reason: 'failed', error };
+    }
+    try {
+      await execution.complete(outcomeBytes(value));
+    } catch (error) {
+      if (error instanceof LeaseLostError) {
+        observe({ type: 'lease_lost', ...base, durationMs: elapsed() });
+        return { action: 'retry', delayMs: 0, reason: 'lease_lost', error };
+      }
+      // The handler ran but its outcome is not stored: the claim lapses after the lease and a
+      // redelivery runs it again (at-least-once on a store failure, like a crash).
+      observe({ type: 'store_error', ...base, durationMs: elapsed(), error });
+      return { action: 'retry', delayMs: o.leaseMs, reason: 'store_error', error };
+    }
+    observe({ type: 'processed', ...base, durationMs: elapsed() });
+    return { action: 'ack', outcome: 'processed' };
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** The handler's return value, kept for operators (`oncely inspect`); one that cannot be encoded is kept as its description. */
+function outcomeBytes(value: unknown): Uint8Array {
+  let json: Json;
+  try {
+    json = toJsonSafe(value);
+  } catch {
+    json = { unserializable: Object.prototype.toString.call(value) };
+  }
+  return encodeFunctionOutcome({ ok: true, value: json });
+}
