@@ -35,6 +35,7 @@ export default defineConfig([
       fetch: 'src/http/fetch/index.ts',
       hono: 'src/http/hono/index.ts',
       messages: 'src/messages/index.ts',
+      rabbitmq: 'src/messages/rabbitmq/index.ts',
       testing: 'src/testing/index.ts',
       client: 'src/client/index.ts',
     },
