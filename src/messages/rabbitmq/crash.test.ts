@@ -1,0 +1,133 @@
+/**
+ * consumeIdempotently() across real consumer processes (consumer-process.ts) on one RabbitMQ
+ * queue and one SQLite file: a consumer SIGKILLed after the side effect and before the ack
+ * leaves the message to the next consumer, which runs it once more after the lease (the
+ * documented at-least-once case) with the same downstreamKey; two processes competing on
+ * interleaved duplicates run each message once.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import amqp, { type Channel, type ChannelModel } from 'amqplib';
+import { skipUnlessReachable } from '../../../test/support/services.js';
+
+const RABBITMQ_URL = process.env.ONCELY_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const CONSUMER = fileURLToPath(new URL('./consumer-process.ts', import.meta.url));
+const skip = (await skipUnlessReachable('RabbitMQ', RABBITMQ_URL)) ?? false;
+const directory = mkdtempSync(join(tmpdir(), 'oncely-rabbitmq-'));
+
+let connection: ChannelModel;
+let admin: Channel;
+const queues: string[] = [];
+
+before(async () => {
+  if (skip) return;
+  connection = await amqp.connect(RABBITMQ_URL);
+  admin = await connection.createChannel();
+});
+after(async () => {
+  if (!skip) {
+    for (const queue of queues) await admin.deleteQueue(queue).catch(() => undefined);
+    await connection.close();
+  }
+  rmSync(directory, { recursive: true, force: true });
+});
+
+async function queue(): Promise<string> {
+  const name = `oncely-test-${randomUUID()}`;
+  await admin.assertQueue(name, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+  queues.push(name);
+  return name;
+}
+
+interface Event {
+  type: string;
+  key: string;
+}
+
+function startConsumer(queueName: string, mode: 'run' | 'crash', effects: string, database: string, leaseMs: number) {
+  const child = spawn(process.execPath, ['--import', 'tsx', CONSUMER, queueName, mode, effects, database, String(leaseMs)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const lines = () => output.split('\n').filter(Boolean);
+  return {
+    child,
+    exited,
+    printed: (line: string) => until(() => lines().includes(line), `"${line}" from consumer ${child.pid}`),
+    events: (): Event[] => lines().filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Event),
+    stop: async () => {
+      child.stdin.end();
+      assert.equal(await exited, 0, `consumer ${child.pid} failed: ${output}`);
+    },
+  };
+}
+
+async function until(condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** The effects file: one `[messageId, downstreamKey, pid]` per run of a handler. */
+const runs = (effects: string) => readFileSync(effects, 'utf8').split('\n').filter(Boolean).map((line) => line.split(' ') as [string, string, string]);
+
+describe('consumeIdempotently() across consumer processes (SQLite store)', { skip }, () => {
+  it('a consumer killed after the effect, before the ack: the next runs it once more after the lease, with the same downstreamKey', async () => {
+    const name = await queue();
+    const effects = join(directory, `effects-${randomUUID()}`);
+    const database = join(directory, `records-${randomUUID()}.db`);
+    writeFileSync(effects, '');
+    const leaseMs = 1_500;
+
+    const doomed = startConsumer(name, 'crash', effects, database, leaseMs);
+    await doomed.printed('ready');
+    admin.sendToQueue(name, Buffer.from('welcome user 42'), { messageId: 'welcome-42' });
+    await doomed.printed('effect');
+    doomed.child.kill('SIGKILL');
+    await doomed.exited;
+
+    const next = startConsumer(name, 'run', effects, database, leaseMs);
+    await next.printed('ready');
+    await until(() => next.events().some((event) => event.type === 'processed'), 'the run after the lease');
+    assert.ok(next.events().some((event) => event.type === 'in_progress'), 'the redelivery waited for the dead holder\'s lease');
+    admin.sendToQueue(name, Buffer.from('welcome user 42'), { messageId: 'welcome-42' });
+    await until(() => next.events().some((event) => event.type === 'duplicate'), 'the later duplicate');
+    await next.stop();
+
+    const done = runs(effects);
+    assert.equal(done.length, 2, 'at-least-once on crash: exactly one repeat, then never again');
+    assert.deepEqual(done.map(([id]) => id), ['welcome-42', 'welcome-42']);
+    assert.equal(done[0]![1], done[1]![1], 'both runs passed the same downstreamKey, so the email API can drop the repeat');
+    assert.notEqual(done[0]![2], done[1]![2]);
+    assert.equal((await admin.checkQueue(name)).messageCount, 0);
+  });
+
+  it('two consumer processes competing on interleaved duplicates run each message once', async () => {
+    const name = await queue();
+    const effects = join(directory, `effects-${randomUUID()}`);
+    const database = join(directory, `records-${randomUUID()}.db`);
+    writeFileSync(effects, '');
+    const consumers = [startConsumer(name, 'run', effects, database, 1_000), startConsumer(name, 'run', effects, database, 1_000)];
+    await Promise.all(consumers.map((consumer) => consumer.printed('ready')));
+    const ids = Array.from({ length: 10 }, (_, i) => `order-${i}`);
+    for (let copy = 0; copy < 3; copy++) for (const id of ids) admin.sendToQueue(name, Buffer.from(`pay ${id}`), { messageId: id });
+    const settled = () => consumers.flatMap((consumer) => consumer.events()).filter((event) => event.type === 'processed' || event.type === 'duplicate').length;
+    await until(() => settled() === 30, 'thirty settled deliveries');
+    await Promise.all(consumers.map((consumer) => consumer.stop()));
+
+    const done = runs(effects);
+    assert.deepEqual(done.map(([id]) => id).sort(), [...ids].sort(), 'each message ran exactly once');
+    assert.ok(consumers.every((consumer) => consumer.events().some((event) => event.type === 'processed' || event.type === 'duplicate')), 'both processes took deliveries');
+    assert.equal((await admin.checkQueue(name)).messageCount, 0);
+  });
+});
