@@ -36,6 +36,7 @@ export default defineConfig([
       hono: 'src/http/hono/index.ts',
       messages: 'src/messages/index.ts',
       rabbitmq: 'src/messages/rabbitmq/index.ts',
+      nats: 'src/messages/nats/index.ts',
       testing: 'src/testing/index.ts',
       client: 'src/client/index.ts',
     },
