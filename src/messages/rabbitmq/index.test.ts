@@ -95,6 +95,7 @@ describe('consumeIdempotently() options', () => {
     assert.throws(() => consumeIdempotently(channel, '', () => undefined, { store }), named('queue'));
     assert.throws(() => consumeIdempotently(channel, 'q', () => undefined, { store, consume: { noAck: true } }), named('consume'));
     assert.throws(() => consumeIdempotently(channel, 'q', () => undefined, { store, idHeader: '' }), named('idHeader'));
+    assert.throws(() => consumeIdempotently(channel, 'q', () => undefined, { store, deadLetterExchange: 'dlx' }), named('deadLetterExchange'), 'a plain channel cannot confirm the copy');
     assert.throws(() => consumeIdempotently(channel, 'q', () => undefined, { store, prefetch: 5 } as RabbitConsumerOptions), named('prefetch'));
   });
 });
@@ -178,6 +179,27 @@ describe('consumeIdempotently() on RabbitMQ', { skip }, () => {
     assert.deepEqual(letters.map((letter) => letter.properties.messageId).sort(), ['p-1', 'p-2']);
     for (const letter of letters) assert.equal((letter.properties.headers?.['x-death'] as { reason: string }[])[0]?.reason, 'rejected');
     assert.equal(await ready(queue), 0);
+  });
+
+  it('with deadLetterExchange the dead letter carries oncely\'s reason and detail, and the original is acked once', async () => {
+    const { queue, dead } = await queues();
+    const channel = await connection.createConfirmChannel();
+    const events: MessageEvent[] = [];
+    const started = await consumeIdempotently(channel, queue, () => {
+      throw new Error('flaky');
+    }, { store: new MemoryStore(), maxAttempts: 2, deadLetterExchange: dead, observer: (event) => events.push(event), ...fast });
+    publish(queue, 'poison', 'p-1', { tenant: 'acme' });
+    await until(async () => (await admin.checkQueue(dead)).messageCount === 1, 'the dead letter');
+    await started.close();
+    await channel.close();
+    const [letter, ...others] = await deadLetters(dead);
+    assert.equal(others.length, 0);
+    assert.equal(letter!.content.toString(), 'poison');
+    assert.equal(letter!.properties.messageId, 'p-1');
+    const headers = letter!.properties.headers!;
+    assert.deepEqual([headers['x-oncely-dead-letter-reason'], headers['x-oncely-dead-letter-detail'], headers.tenant, headers['x-death']], ['max-attempts', 'Error: flaky', 'acme', undefined]);
+    assert.equal(events.filter((event) => event.type === 'dead_lettered').length, 1);
+    assert.equal(await ready(queue), 0, 'the original was acked, not left to come back');
   });
 
   it('a second payload under a used id is dead-lettered as a mismatch, and a message without identity as no-identity; neither runs', async () => {

@@ -4,7 +4,7 @@
  * delivery and settles it once: `ack`, `nack` with requeue (a retry), or `nack` without
  * requeue (the queue's dead-letter exchange).
  */
-import type { Channel, ConsumeMessage, Options } from 'amqplib';
+import type { Channel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import { InvalidOptionError } from '../../core/errors.js';
 import { describeValue } from '../../core/store-kit.js';
 import { createMessageProtocol, type ConsumerOptions, type DeliveryFacts, type MessageAction, type MessageHandler } from '../protocol.js';
@@ -17,6 +17,16 @@ export interface RabbitConsumerOptions extends ConsumerOptions<ConsumeMessage> {
    * string or a number). Default: none, the identity is `properties.messageId`.
    */
   idHeader?: string;
+  /**
+   * An exchange that oncely publishes dead letters to: a copy of the message with the headers
+   * `x-oncely-dead-letter-reason` (`'max-attempts'`, `'mismatch'`, …) and
+   * `x-oncely-dead-letter-detail`, under its routing key. The original is acked once the broker
+   * confirms the copy; a copy the broker refuses falls back to the default. Needs a confirm
+   * channel (`connection.createConfirmChannel()`). A crash between the confirm and the ack
+   * leaves two copies there. Default: none, `nack` without requeue sends the message to the
+   * queue's own `x-dead-letter-exchange`.
+   */
+  deadLetterExchange?: string;
   /** Options for `channel.consume` (`consumerTag`, `exclusive`, `priority`, `arguments`). `noAck` is refused: oncely acks. Default `{}`. */
   consume?: Options.Consume;
 }
@@ -46,7 +56,8 @@ const OWNER = 'consumeIdempotently()';
  *   meanwhile, the broker redelivers it at once. Messages waiting count against the channel's
  *   prefetch. A dead-letter is `nack` without requeue: declare the queue with an
  *   `x-dead-letter-exchange`, or RabbitMQ drops it. The reason goes to the observer's
- *   `dead_lettered` event; the message itself carries RabbitMQ's `x-death` (reason `rejected`).
+ *   `dead_lettered` event; the message itself carries RabbitMQ's `x-death` (reason `rejected`),
+ *   or, with `deadLetterExchange`, oncely's reason in `x-oncely-dead-letter-reason`.
  * - Attempts: `x-delivery-count` + 1 on quorum queues; on a classic queue only the first
  *   delivery is known (attempt 1) and a redelivery has no count, so `maxAttempts` applies to
  *   quorum queues only (`isPermanent` applies to both).
@@ -68,10 +79,13 @@ export const consumeIdempotently = (channel: Channel, queue: string, handler: Me
   }
   if (typeof queue !== 'string' || queue === '') throw new InvalidOptionError(`${OWNER}: \`queue\` must be a non-empty queue name, got ${describeValue(queue)}`, 'queue');
   if (typeof handler !== 'function') throw new InvalidOptionError(`${OWNER}: \`handler\` must be a function, got ${describeValue(handler)}`, 'handler');
-  const { deliver } = createMessageProtocol(options, OWNER, ['idHeader', 'consume']);
-  const { idHeader, consume = {} } = options;
+  const { deliver } = createMessageProtocol(options, OWNER, ['idHeader', 'deadLetterExchange', 'consume']);
+  const { idHeader, deadLetterExchange, consume = {} } = options;
   if (idHeader !== undefined && (typeof idHeader !== 'string' || idHeader === '')) {
     throw new InvalidOptionError(`${OWNER}: \`idHeader\` must be a non-empty header name, got ${describeValue(idHeader)}`, 'idHeader');
+  }
+  if (deadLetterExchange !== undefined && (typeof deadLetterExchange !== 'string' || typeof (channel as Partial<ConfirmChannel>).waitForConfirms !== 'function')) {
+    throw new InvalidOptionError(`${OWNER}: \`deadLetterExchange\` must be an exchange name, on a confirm channel (connection.createConfirmChannel()), got ${describeValue(deadLetterExchange)}`, 'deadLetterExchange');
   }
   if (typeof consume !== 'object' || consume === null || consume.noAck === true) {
     throw new InvalidOptionError(`${OWNER}: \`consume\` must be channel.consume options without noAck (oncely acks), got ${describeValue(consume)}`, 'consume');
@@ -92,9 +106,27 @@ export const consumeIdempotently = (channel: Channel, queue: string, handler: Me
     }
   };
 
-  const perform = (message: ConsumeMessage, decision: MessageAction) => {
+  /** Publishes the dead letter with its reason, then acks the original: resolves once it is settled. */
+  const publishDeadLetter = (message: ConsumeMessage, exchange: string, reason: string, detail: string) =>
+    new Promise<void>((resolve) => {
+      // userId must name the publishing connection's user, so it is not copied.
+      const { headers, userId: _userId, ...properties } = message.properties;
+      const copy = { ...properties, headers: { ...headers, 'x-oncely-dead-letter-reason': reason, 'x-oncely-dead-letter-detail': detail.slice(0, 1_000) } };
+      try {
+        (channel as ConfirmChannel).publish(exchange, message.fields.routingKey, message.content, copy, (error) => {
+          settle(message, error ? 'reject' : 'ack');
+          resolve();
+        });
+      } catch {
+        resolve(); // the channel is closed: the broker redelivers the original.
+      }
+    });
+
+  const perform = (message: ConsumeMessage, decision: MessageAction): void | Promise<void> => {
     if (decision.action === 'ack') return settle(message, 'ack');
-    if (decision.action === 'dead-letter') return settle(message, 'reject');
+    if (decision.action === 'dead-letter') {
+      return deadLetterExchange === undefined ? settle(message, 'reject') : publishDeadLetter(message, deadLetterExchange, decision.reason, decision.detail);
+    }
     if (closing !== undefined || decision.delayMs === 0) return settle(message, 'requeue');
     const timer = setTimeout(() => {
       waiting.delete(timer);
