@@ -1,5 +1,5 @@
 export { idempotent } from './core/idempotent.js';
-export type { IdempotentOptions } from './core/idempotent.js';
+export type { IdempotentOptions, TransactionalOptions } from './core/idempotent.js';
 export { executionContext, findExecutionContext } from './core/execution-context.js';
 export type { ExecutionContext } from './core/execution-context.js';
 export { MemoryStore } from './stores/memory/index.js';
@@ -33,4 +33,5 @@ export type {
   OperableStore,
   StoreStats,
   RecordQuery,
+  TransactionalStore,
 } from './core/types.js';

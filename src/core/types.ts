@@ -155,3 +155,26 @@ export interface OperableStore extends IdempotencyStore {
    */
   forceRelease(id: string): Promise<boolean>;
 }
+
+/**
+ * A store that can run work in one transaction of its own database with the record's
+ * completion inside it (`idempotent(fn, { transaction: true })`): the work's writes commit if
+ * and only if its outcome does. `Tx` is the client the work writes with.
+ */
+export interface TransactionalStore<Tx> extends IdempotencyStore {
+  /**
+   * Begins a transaction, calls `work(tx)`, then `complete(value, store)`, where `store` is
+   * this store writing inside the transaction (`Execution.complete(outcome, store)`), and
+   * commits only when that completion answered `ok`. Rolls back and rejects with what `work`
+   * or `complete` threw, or with a `LeaseLostError` when the completion found another holder.
+   * When the COMMIT itself fails after a completion, releases that claim (a no-op if the
+   * commit did land: a completed record is never released) and rejects.
+   */
+  runTransaction<T>(work: (tx: Tx) => T, complete: (value: Awaited<T>, store: IdempotencyStore) => Promise<void>): Promise<Awaited<T>>;
+  /**
+   * Refuses, when work is wrapped, transaction work this store cannot run safely, with an
+   * `InvalidOptionError`: SQLite takes only a synchronous function; PostgreSQL with
+   * `heartbeat` needs a pool that can spare a connection while the transaction holds one.
+   */
+  assertTransactionWork(work: (...args: never[]) => unknown, options: { heartbeat: boolean }): void;
+}

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Client, Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
-import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
+import { InvalidOptionError, LeaseLostError, StoreUnavailableError } from '../../core/errors.js';
 import {
   DEFAULT_STORE_TIMEOUT_MS,
   answerFromExisting,
@@ -23,7 +23,19 @@ import {
   withTimeout,
   type StatsRow,
 } from '../../core/store-kit.js';
-import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, OperableStore, PurgeOptions, RecordMeta, RecordQuery, StoreStats } from '../../core/types.js';
+import type {
+  Claim,
+  ClaimRequest,
+  FencedResult,
+  IdempotencyRecord,
+  IdempotencyStore,
+  OperableStore,
+  PurgeOptions,
+  RecordMeta,
+  RecordQuery,
+  StoreStats,
+  TransactionalStore,
+} from '../../core/types.js';
 import { SettleListener, poolMax } from './listener.js';
 import { MIGRATIONS, tableNames, type TableNames, type TableOptions } from './migrations.js';
 
@@ -76,6 +88,12 @@ function prepared(text: string, values: unknown[]): { name: string; text: string
   return { name: `oncely_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`, text, values };
 }
 
+/** What a store bound by `runTransaction` saw of the completion made through it. */
+interface TransactionCompletion {
+  claim?: { id: string; token: string };
+  ok: boolean;
+}
+
 type RecordRow = {
   id: string;
   fingerprint: string;
@@ -112,7 +130,7 @@ const UNAVAILABLE_CLASSES = new Set(['08', '28', '3D', '53', '57', '58']);
  * await store.migrate();
  * ```
  */
-export class PostgresStore implements OperableStore {
+export class PostgresStore implements OperableStore, TransactionalStore<PoolClient> {
   readonly #options: PostgresStoreOptions;
   readonly #pool: Pool;
   readonly #names: TableNames;
@@ -127,6 +145,8 @@ export class PostgresStore implements OperableStore {
   /** Shared with the stores made by `withClient`; only this one's `close()` ends it. Absent when waiters poll. */
   #listener: SettleListener | undefined;
   #ownsListener = true;
+  /** On a store bound to a transaction by `runTransaction`: the claim its `complete` was called for, and whether it answered `ok`. */
+  #completion: TransactionCompletion | undefined;
 
   /**
    * Resolves when `complete`, `release` or `delete` of `id` commits in any process (PostgreSQL
@@ -196,6 +216,74 @@ SELECT (SELECT count(*) FROM done)::int AS changed, (SELECT count(*) FROM notifi
   }
 
   /**
+   * Transaction mode (`idempotent(fn, { store, transaction: true })`): checks a client out of
+   * the pool, `BEGIN`, `work(client)`, then `complete(value, store)` with this store bound to
+   * the client, and `COMMIT` only when that completion answered `ok`; otherwise `ROLLBACK`.
+   * The client goes back to the pool (destroyed when its state is unknown). When anything
+   * fails after the completion was tried, the claim is released through the pool (a no-op if
+   * the claim was lost, or if the transaction did commit: a completed record is never
+   * released). A failed COMMIT rejects with a `StoreUnavailableError` when the connection
+   * failed (the commit may or may not have landed: a retry either gets the stored result or
+   * runs the work), with the server's error otherwise (a deferred constraint, a serialization
+   * failure: nothing committed).
+   *
+   * The record's row is locked only from the completion to the COMMIT; heartbeats extend the
+   * lease meanwhile through other connections of the pool.
+   */
+  async runTransaction<T>(work: (tx: PoolClient) => T, complete: (value: Awaited<T>, store: IdempotencyStore) => Promise<void>): Promise<Awaited<T>> {
+    const client = await this.#pool.connect().catch((error: unknown) => {
+      throw this.#translate(error);
+    });
+    const bound = this.withClient(client);
+    const completion: TransactionCompletion = { ok: false };
+    bound.#completion = completion;
+    // Nothing of the transaction stays: the claim is free for a retry.
+    const releaseClaim = () => completion.claim && this.release(completion.claim.id, completion.claim.token).catch(() => undefined);
+    let destroy = false;
+    try {
+      await client.query('BEGIN').catch((error: unknown) => {
+        destroy = true;
+        throw this.#translate(error);
+      });
+      let value: Awaited<T>;
+      try {
+        value = await work(client);
+        await complete(value, bound);
+        if (!completion.ok) throw new LeaseLostError();
+      } catch (error) {
+        // The work's own errors pass through as they are. A client whose ROLLBACK fails is in
+        // an unknown state: destroy it, never reuse it.
+        await client.query('ROLLBACK').catch(() => (destroy = true));
+        await releaseClaim();
+        throw error;
+      }
+      try {
+        await client.query('COMMIT');
+      } catch (error) {
+        destroy = true;
+        await releaseClaim();
+        throw this.#translate(error, 'the transaction may or may not have committed: a retry gets the stored result if it did, and runs the work if it did not');
+      }
+      return value;
+    } finally {
+      client.release(destroy);
+    }
+  }
+
+  /**
+   * Refuses, with `heartbeat`, a pool of `max: 1`: the transaction holds its only connection,
+   * so no heartbeat could extend the lease while the work runs.
+   */
+  assertTransactionWork(_work: (...args: never[]) => unknown, options: { heartbeat: boolean }): void {
+    if (options.heartbeat && poolMax(this.#pool) < 2) {
+      throw new InvalidOptionError(
+        'idempotent(): `transaction: true` on a PostgresStore whose pool has max: 1 leaves no connection for the heartbeats that extend the lease while the transaction holds one: give the pool max: 2 or more (one per concurrent transaction, plus one), or pass heartbeat: false with a leaseMs longer than the work ever takes',
+        'transaction',
+      );
+    }
+  }
+
+  /**
    * Applies the migrations this database lacks, recorded in `<table>_migrations`. Safe to
    * call on every start and from many processes at once: a transaction-scoped advisory lock
    * serialises them, and a migration and its bookkeeping commit together.
@@ -254,7 +342,10 @@ SELECT (SELECT count(*) FROM done)::int AS changed, (SELECT count(*) FROM notifi
   async complete(id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult> {
     assertId(id);
     assertDuration('retentionMs', retentionMs);
-    return this.#fenced(this.#settling(`UPDATE ${this.#names.records} SET state = 'completed', outcome = $3, expires_at = ${after(CLOCK, '$4')} WHERE ${FENCE} RETURNING id, waited`), [id, token, outcome, retentionMs]);
+    if (this.#completion) this.#completion.claim = { id, token };
+    const result = await this.#fenced(this.#settling(`UPDATE ${this.#names.records} SET state = 'completed', outcome = $3, expires_at = ${after(CLOCK, '$4')} WHERE ${FENCE} RETURNING id, waited`), [id, token, outcome, retentionMs]);
+    if (result === 'ok' && this.#completion) this.#completion.ok = true;
+    return result;
   }
 
   async release(id: string, token: string): Promise<FencedResult> {
@@ -374,7 +465,7 @@ ORDER BY created_at DESC LIMIT $4`,
    * other server errors (a constraint, a serialization failure in the caller's transaction)
    * pass through unchanged so the caller's own handling of them still works.
    */
-  #translate(error: unknown): unknown {
+  #translate(error: unknown, detail?: string): unknown {
     if (error instanceof StoreUnavailableError) return error;
     const { code, severity } = (error ?? {}) as { code?: unknown; severity?: unknown };
     // Only the server's errors carry a severity; the rest (ECONNREFUSED, "Connection
@@ -387,8 +478,8 @@ ORDER BY created_at DESC LIMIT $4`,
       return new StoreUnavailableError(`PostgreSQL schema of ${this.#names.records} does not exist; create it, then run store.migrate()`, { cause: error });
     }
     if (fromServer && !UNAVAILABLE_CLASSES.has(code.slice(0, 2))) return error;
-    const detail = error instanceof Error ? error.message : String(error);
-    return new StoreUnavailableError(`PostgreSQL is unavailable: ${detail}`, { cause: error });
+    const message = error instanceof Error ? error.message : String(error);
+    return new StoreUnavailableError(`PostgreSQL is unavailable: ${message}${detail ? `; ${detail}` : ''}`, { cause: error });
   }
 }
 

@@ -6,7 +6,7 @@
  * expiry decision reads SQLite's clock in the same statement or transaction that acts on it.
  */
 import Database from 'better-sqlite3';
-import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js';
+import { InvalidOptionError, LeaseLostError, StoreUnavailableError } from '../../core/errors.js';
 import {
   answerFromExisting,
   assertDuration,
@@ -19,7 +19,19 @@ import {
   storeOptions,
   type StatsRow,
 } from '../../core/store-kit.js';
-import type { Claim, ClaimRequest, FencedResult, IdempotencyRecord, OperableStore, PurgeOptions, RecordMeta, RecordQuery, StoreStats } from '../../core/types.js';
+import type {
+  Claim,
+  ClaimRequest,
+  FencedResult,
+  IdempotencyRecord,
+  IdempotencyStore,
+  OperableStore,
+  PurgeOptions,
+  RecordMeta,
+  RecordQuery,
+  StoreStats,
+  TransactionalStore,
+} from '../../core/types.js';
 import { schemaSql, statementsSql } from './sql.js';
 
 interface CommonOptions {
@@ -68,6 +80,10 @@ type ClaimRow = { now: number } & (RecordRow | { state: null });
 type RecordQueryParams = { key: string; namespace: string | null; scope: string | null; limit: number };
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+const AsyncFunction = (async () => undefined).constructor;
+
+const SYNC_WORK = 'a synchronous function: better-sqlite3 is synchronous and its connection is shared by the whole process, so anything awaited inside the transaction would let unrelated code join it, and whatever ran after an await would write outside it';
 
 /**
  * Primary result codes that mean the database cannot serve the request now: locked by another
@@ -137,7 +153,7 @@ function toRecord(id: string, row: RecordRow): IdempotencyRecord {
  * // or, on your own connection: new SqliteStore({ database: db, table: 'idempotency' })
  * ```
  */
-export class SqliteStore implements OperableStore {
+export class SqliteStore implements OperableStore, TransactionalStore<Database.Database> {
   private readonly db: Database.Database;
   private readonly ownsDatabase: boolean;
   private readonly statements;
@@ -212,9 +228,70 @@ export class SqliteStore implements OperableStore {
   async complete(id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult> {
     assertId(id);
     assertDuration('retentionMs', retentionMs);
+    return this.completeNow(id, token, outcome, retentionMs);
+  }
+
+  /** The completion as one synchronous statement, so that `runTransaction` can make it inside its transaction. */
+  private completeNow(id: string, token: string, outcome: Uint8Array, retentionMs: number): FencedResult {
     // Fenced by token only: a holder whose lease lapsed without a takeover still holds it.
     const { changes } = this.run('complete', () => this.statements.complete.run({ id, token, outcome, retentionMs }));
     return changes === 1 ? 'ok' : 'lost';
+  }
+
+  /**
+   * Transaction mode (`idempotent(fn, { store, transaction: true })`): in one
+   * `BEGIN IMMEDIATE` transaction on this store's connection, `work(db)`, then
+   * `complete(value, store)` with a store whose completion is a synchronous statement inside
+   * that transaction; COMMIT only when it answered `ok`, otherwise ROLLBACK. `work` must be
+   * synchronous: one that returns a promise is rolled back and refused with an
+   * `InvalidOptionError`. When anything fails after the completion was tried, the claim is
+   * released (a no-op if it was lost).
+   */
+  async runTransaction<T>(work: (tx: Database.Database) => T, complete: (value: Awaited<T>, store: IdempotencyStore) => Promise<void>): Promise<Awaited<T>> {
+    const completion: { claim?: Held; ok: boolean } = { ok: false };
+    const bound: IdempotencyStore = Object.assign(Object.create(this) as SqliteStore, {
+      // Runs its statement when called, with no await before it, and `Execution.complete`
+      // calls it before its own first await: the completion is written before `complete` returns.
+      complete: async (id: string, token: string, outcome: Uint8Array, retentionMs: number): Promise<FencedResult> => {
+        assertId(id);
+        completion.claim = { id, token };
+        const result = this.completeNow(id, token, outcome, retentionMs);
+        completion.ok = result === 'ok';
+        return result;
+      },
+    });
+    let completing: Promise<void> | undefined;
+    const transaction = this.db.transaction((): Awaited<T> => {
+      const value = work(this.db);
+      if (typeof (value as { then?: unknown } | null)?.then === 'function') {
+        void Promise.resolve(value).catch(() => undefined);
+        throw new InvalidOptionError(`idempotent(): in transaction mode on a SqliteStore, fn must be ${SYNC_WORK}; it returned a promise, and its transaction was rolled back`, 'transaction');
+      }
+      completing = complete(value as Awaited<T>, bound);
+      if (!completion.ok) throw new LeaseLostError();
+      return value as Awaited<T>;
+    });
+    try {
+      if (!this.db.open) throw new StoreUnavailableError('SQLite transaction failed: the database connection is closed');
+      if (this.db.inTransaction) throw new StoreUnavailableError('SQLite transaction failed: another transaction is open on this connection, and the work would join it');
+      const value = transaction.immediate();
+      await completing;
+      return value;
+    } catch (error) {
+      try {
+        if (completion.claim) this.statements.release.run(completion.claim);
+      } catch {
+        // Best effort, as for every release: the claim then lapses after its lease.
+      }
+      // The completion's own failure (the claim was lost, the statement failed) says more than LeaseLostError.
+      if (completing && !completion.ok) await completing;
+      throw translate(error, 'transaction');
+    }
+  }
+
+  /** Refuses an `async` function: see `runTransaction`. */
+  assertTransactionWork(work: (...args: never[]) => unknown): void {
+    if (work instanceof AsyncFunction) throw new InvalidOptionError(`idempotent(): in transaction mode on a SqliteStore, fn must be ${SYNC_WORK}; got an async function`, 'transaction');
   }
 
   async release(id: string, token: string): Promise<FencedResult> {
