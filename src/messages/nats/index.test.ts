@@ -98,6 +98,25 @@ describe('oncely/nats: consumeIdempotently on JetStream', { skip }, () => {
     }
   });
 
+  it('a duplicate delivered while the first still runs is nacked for the lease, comes back, and is acked without running', async () => {
+    const stream = await makeStream();
+    const { events, observer, types } = recorder();
+    let runs = 0;
+    // The first run lasts until the duplicate has been turned away.
+    const handler = async () => (runs++, waitFor('the duplicate', () => events.length > 0));
+    const consumer = await consumeIdempotently(await stream.consumer(), handler, { store: new MemoryStore(), leaseMs: 1_000, concurrency: 2, observer });
+    try {
+      await stream.publish('charge card 9', 'charge-9');
+      await stream.publish('charge card 9', 'charge-9');
+      await waitFor('both settled', () => events.length === 3 && settled(stream));
+      assert.equal(runs, 1);
+      assert.deepEqual(types(), ['in_progress', 'processed', 'duplicate']);
+      assert.deepEqual(events.map((e) => e.attempt), [1, 1, 2], 'the duplicate was handed back and delivered again');
+    } finally {
+      await consumer.close();
+    }
+  });
+
   it('a failed ack (connection closed mid-handler) brings the message back after AckWait, acked as a duplicate without running again', async () => {
     const stream = await makeStream({ ackWaitMs: 1_000 });
     const store = new MemoryStore();
