@@ -87,8 +87,8 @@ const encodeValue = (value: unknown): Uint8Array => encodeFunctionOutcome({ ok: 
 /** The store that runs `fn` in transactions, checked when wrapping; undefined without `transaction: true`. */
 function transactionalStore(read: OptionReader, store: IdempotencyStore, fn: (...args: never[]) => unknown, heartbeat: boolean): TransactionalStore<unknown> | undefined {
   if (!read.boolean('transaction', false)) return undefined;
-  if (!isTransactionalStore(store)) read.invalid('transaction', `used with a store that runs transactions (PostgresStore or SqliteStore); ${store.constructor.name} does not`);
-  if (read.raw('onError') === 'store') read.invalid('onError', "'release' in transaction mode (the failure would be stored outside the rolled-back transaction)");
+  if (!isTransactionalStore(store)) throw new InvalidOptionError(`idempotent(): \`transaction: true\` needs a store that runs transactions (PostgresStore or SqliteStore); ${store.constructor.name} does not`, 'transaction');
+  if (read.raw('onError') === 'store') throw new InvalidOptionError("idempotent(): `onError: 'store'` is not available with `transaction: true`: the failure would be stored outside the rolled-back transaction", 'onError');
   store.assertTransactionWork(fn, { heartbeat });
   return store;
 }
