@@ -15,14 +15,15 @@
  * | lease lost while running                       | no completion; retry (redelivery finds the newer outcome) |
  * | store unreachable                              | nothing runs; retry with backoff         |
  */
-import { toJsonSafe, type Json } from '../core/codec.js';
+import { fromJsonSafe, toJsonSafe, type Json } from '../core/codec.js';
 import { claimOrWait, type ClaimOutcome, type Execution } from '../core/engine.js';
 import { LeaseLostError } from '../core/errors.js';
-import { encodeFunctionOutcome } from '../core/function-outcome.js';
+import { encodeFunctionOutcome, readFunctionOutcome } from '../core/function-outcome.js';
 import { runInExecutionContext, type ExecutionContext } from '../core/execution-context.js';
 import { identityId, sha256Hex } from '../core/identity.js';
 import { OptionReader } from '../core/options.js';
-import type { IdempotencyStore } from '../core/types.js';
+import { isTransactionalStore, runTransactional } from '../core/transaction.js';
+import type { IdempotencyStore, TransactionalStore } from '../core/types.js';
 
 /** What an adapter knows about one delivery. */
 export interface DeliveryFacts {
@@ -81,14 +82,27 @@ export interface ConsumerOptions<M> {
   backoff?: { baseMs: number; maxMs: number };
   /** Called for every delivery's outcome. What it throws is ignored. */
   observer?: (event: MessageEvent) => void;
+  /**
+   * Run the handler in one transaction of a PostgreSQL or SQLite store's database, with the
+   * outcome completed inside it (`context.transaction` is the client): the handler's writes
+   * there happen exactly once, even across a crash between the write and the ack. Default false.
+   */
+  transaction?: boolean;
 }
 
 /** What the handler gets besides the message. */
-export type MessageContext = ExecutionContext;
+export interface MessageContext extends ExecutionContext {
+  /**
+   * With `transaction: true`: the client of the store's database transaction the outcome
+   * commits in (`pg.PoolClient` for a PostgresStore, the better-sqlite3 `Database` for a
+   * SqliteStore, whose handler must then be synchronous). Writes through it are exactly once.
+   */
+  transaction?: unknown;
+}
 
 export type MessageHandler<M> = (message: M, context: MessageContext) => unknown;
 
-const OPTION_NAMES = ['store', 'key', 'scope', 'namespace', 'fingerprint', 'leaseMs', 'retentionMs', 'maxAttempts', 'isPermanent', 'backoff', 'observer'];
+const OPTION_NAMES = ['store', 'key', 'scope', 'namespace', 'fingerprint', 'leaseMs', 'retentionMs', 'maxAttempts', 'isPermanent', 'backoff', 'observer', 'transaction'];
 const WEEK_MS = 7 * 86_400_000;
 
 /** The options with defaults applied. */
@@ -104,6 +118,7 @@ export interface ConsumerSettings<M> {
   isPermanent: (error: unknown) => boolean;
   backoff: { baseMs: number; maxMs: number };
   observer: ((event: MessageEvent) => void) | undefined;
+  transaction: boolean;
 }
 
 /** Checks the options when the consumer is made. `adapterOptions`: names the adapter itself reads. */
@@ -116,8 +131,10 @@ export function resolveConsumerOptions<M>(options: ConsumerOptions<M>, owner: st
       read.invalid('backoff', '{ baseMs, maxMs }: positive whole milliseconds, maxMs ≥ baseMs');
     }
   }
+  const store = read.store();
+  if (read.boolean('transaction', false) && !isTransactionalStore(store)) read.invalid('transaction', 'used with a store that runs transactions (PostgresStore, SqliteStore)');
   return {
-    store: read.store(),
+    store,
     key: read.function('key'),
     scope: read.function('scope'),
     namespace: options.namespace === undefined ? undefined : read.string('namespace', ''),
@@ -128,6 +145,7 @@ export function resolveConsumerOptions<M>(options: ConsumerOptions<M>, owner: st
     isPermanent: read.function<(error: unknown) => boolean>('isPermanent') ?? (() => false),
     backoff: (backoff as { baseMs: number; maxMs: number } | undefined) ?? { baseMs: 1_000, maxMs: 60_000 },
     observer: read.function('observer'),
+    transaction: read.boolean('transaction', false),
   };
 }
 
@@ -152,8 +170,11 @@ function callString<M>(name: string, callback: (message: M) => string, message: 
 }
 
 export interface MessageProtocol<M> {
-  /** Decides one delivery: runs `handler` at most once per identity and returns the action. Never throws. */
-  deliver(message: M, facts: DeliveryFacts, handler: MessageHandler<M>): Promise<MessageAction>;
+  /**
+   * Decides one delivery: runs `handler` at most once per identity and returns the action. Never throws.
+   * `onValue`, before an ack: the handler's return value, or a duplicate's stored one (`undefined` if unreadable).
+   */
+  deliver(message: M, facts: DeliveryFacts, handler: MessageHandler<M>, onValue?: (value: unknown) => void): Promise<MessageAction>;
   settings: ConsumerSettings<M>;
 }
 
@@ -178,7 +199,7 @@ export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'c
 
   return { deliver, settings: o };
 
-  async function deliver(message: M, facts: DeliveryFacts, handler: MessageHandler<M>): Promise<MessageAction> {
+  async function deliver(message: M, facts: DeliveryFacts, handler: MessageHandler<M>, onValue?: (value: unknown) => void): Promise<MessageAction> {
     const started = performance.now();
     const base = { source: facts.source, attempt: facts.attempt };
     const elapsed = () => performance.now() - started;
@@ -218,6 +239,7 @@ export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'c
     switch (claim.status) {
       case 'completed':
         observe({ type: 'duplicate', ...base, key, durationMs: elapsed() });
+        onValue?.(storedValue(claim.record.outcome));
         return { action: 'ack', outcome: 'duplicate' };
       case 'mismatch':
         observe({ type: 'mismatch', ...base, key, durationMs: elapsed() });
@@ -228,7 +250,7 @@ export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'c
         return { action: 'retry', delayMs: o.leaseMs, reason: 'in_progress' };
       }
       case 'acquired':
-        return run(claim.execution, message, facts, handler, identity, started);
+        return run(claim.execution, message, facts, handler, identity, started, onValue);
     }
   }
 
@@ -253,11 +275,11 @@ export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'c
     return { key, scope, namespace, id, fingerprint };
   }
 
-  async function run(execution: Execution, message: M, facts: DeliveryFacts, handler: MessageHandler<M>, identity: { key: string; scope: string; namespace: string }, started: number): Promise<MessageAction> {
+  async function run(execution: Execution, message: M, facts: DeliveryFacts, handler: MessageHandler<M>, identity: { key: string; scope: string; namespace: string }, started: number, onValue?: (value: unknown) => void): Promise<MessageAction> {
     const { key } = identity;
     const base = { source: facts.source, attempt: facts.attempt, key };
     const elapsed = () => performance.now() - started;
-    const context: ExecutionContext = {
+    const context: MessageContext = {
       get signal() {
         return execution.signal;
       },
@@ -265,11 +287,9 @@ export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'c
       ...identity,
       protected: true,
     };
-    let value: unknown;
-    try {
-      value = await runInExecutionContext(context, () => handler(message, context));
-    } catch (error) {
-      await execution.release();
+    const result = await runInExecutionContext(context, () => (o.transaction ? inTransaction(execution, o.store as TransactionalStore<unknown>, context, message, handler) : outsideTransaction(execution, context, message, handler)));
+    if (result.kind === 'failed') {
+      const { error } = result;
       const exhausted = facts.attempt !== undefined && facts.attempt >= o.maxAttempts;
       if (exhausted || permanent(error)) {
         const reason = exhausted ? 'max-attempts' : 'permanent-error';
@@ -280,20 +300,60 @@ export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'c
       observe({ type: 'retry', ...base, durationMs: elapsed(), delayMs, error });
       return { action: 'retry', delayMs, reason: 'failed', error };
     }
-    try {
-      await execution.complete(outcomeBytes(value));
-    } catch (error) {
+    if (result.kind === 'not-stored') {
+      const { error } = result;
       if (error instanceof LeaseLostError) {
         observe({ type: 'lease_lost', ...base, durationMs: elapsed() });
         return { action: 'retry', delayMs: 0, reason: 'lease_lost', error };
       }
-      // The handler ran but its outcome is not stored: the claim lapses after the lease and a
-      // redelivery runs it again (at-least-once on a store failure, like a crash).
+      // Outside a transaction the handler ran but its outcome is not stored: the claim lapses
+      // after the lease and a redelivery runs it again (at-least-once, like a crash). In one,
+      // the failed COMMIT rolled the handler's writes back and freed the claim.
       observe({ type: 'store_error', ...base, durationMs: elapsed(), error });
-      return { action: 'retry', delayMs: o.leaseMs, reason: 'store_error', error };
+      return { action: 'retry', delayMs: o.transaction ? backoffMs(facts.attempt) : o.leaseMs, reason: 'store_error', error };
     }
+    const { value } = result;
     observe({ type: 'processed', ...base, durationMs: elapsed() });
+    onValue?.(value);
     return { action: 'ack', outcome: 'processed' };
+  }
+}
+
+/** How running the handler under a claim ended: its value stored; it failed (claim released); or it ran but nothing was stored. */
+type RunResult = { kind: 'stored'; value: unknown } | { kind: 'failed'; error: unknown } | { kind: 'not-stored'; error: unknown };
+
+async function outsideTransaction<M>(execution: Execution, context: MessageContext, message: M, handler: MessageHandler<M>): Promise<RunResult> {
+  let value: unknown;
+  try {
+    value = await handler(message, context);
+  } catch (error) {
+    await execution.release();
+    return { kind: 'failed', error };
+  }
+  try {
+    await execution.complete(outcomeBytes(value));
+  } catch (error) {
+    return { kind: 'not-stored', error };
+  }
+  return { kind: 'stored', value };
+}
+
+async function inTransaction<M>(execution: Execution, store: TransactionalStore<unknown>, context: MessageContext, message: M, handler: MessageHandler<M>): Promise<RunResult> {
+  // Encoding is the step right before the completion: an error before it is the handler's (or
+  // BEGIN's), and runTransactional has rolled back and released; after it, nothing was stored.
+  let completing = false;
+  const encode = (value: unknown) => {
+    completing = true;
+    return outcomeBytes(value);
+  };
+  const work = (tx: unknown) => {
+    context.transaction = tx;
+    return handler(message, context);
+  };
+  try {
+    return { kind: 'stored', value: await runTransactional(execution, store, work, encode) };
+  } catch (error) {
+    return completing ? { kind: 'not-stored', error } : { kind: 'failed', error };
   }
 }
 
@@ -310,4 +370,14 @@ function outcomeBytes(value: unknown): Uint8Array {
     json = { unserializable: Object.prototype.toString.call(value) };
   }
   return encodeFunctionOutcome({ ok: true, value: json });
+}
+
+/** A duplicate's stored return value, as `idempotent()` replays it; `undefined` for bytes another writer left. */
+function storedValue(bytes: Uint8Array): unknown {
+  try {
+    const outcome = readFunctionOutcome(bytes);
+    return outcome.ok ? fromJsonSafe(outcome.value) : undefined;
+  } catch {
+    return undefined;
+  }
 }
