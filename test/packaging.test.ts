@@ -33,12 +33,13 @@ const SUBPATHS: Record<string, string[]> = {
   'oncely/fetch': ['withIdempotency'],
   'oncely/hono': ['idempotency'],
   'oncely/messages': ['idempotentConsumer'],
+  'oncely/mqtt': ['consumeIdempotently'],
   'oncely/rabbitmq': ['consumeIdempotently'],
   'oncely/nats': ['consumeIdempotently'],
   'oncely/testing': ['storeContract', 'randomId', 'httpConformance', 'conformanceHandler'],
   'oncely/client': ['createIdempotentFetch', 'sessionStorageKeyStore', 'memoryKeyStore', 'IdempotentFetchError'],
 };
-const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono', 'express', 'fastify', 'amqplib', '@nats-io/jetstream', '@nats-io/transport-node', '@nats-io/nats-core'];
+const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono', 'express', 'fastify', 'amqplib', '@nats-io/jetstream', '@nats-io/transport-node', '@nats-io/nats-core', 'mqtt'];
 /** What the scratch app adds next to oncely, as its user would: the drivers and frameworks it uses, and their types. */
 const LINKED = ['better-sqlite3', 'hono', '@hono/node-server', 'fastify', '@types/node', '@types/better-sqlite3', '@types/express', '@types/pg'];
 
@@ -162,6 +163,7 @@ describe('the packed package, installed into a scratch app', { skip: existsSync(
     assert.deepEqual(await driversLoadedBy('oncely/fastify'), []);
     assert.deepEqual(await driversLoadedBy('oncely/hono'), [], 'the Hono adapter only needs Hono types');
     assert.deepEqual(await driversLoadedBy('oncely/client'), []);
+    assert.deepEqual(await driversLoadedBy('oncely/mqtt'), [], 'the MQTT adapter takes your client: it needs only mqtt types');
   });
 
   it('oncely/client imports no Node module, so it runs in browsers, Bun and Deno', () => {
