@@ -33,13 +33,14 @@ const SUBPATHS: Record<string, string[]> = {
   'oncely/fetch': ['withIdempotency'],
   'oncely/hono': ['idempotency'],
   'oncely/messages': ['idempotentConsumer'],
+  'oncely/bullmq': ['idempotentProcessor'],
   'oncely/mqtt': ['consumeIdempotently'],
   'oncely/rabbitmq': ['consumeIdempotently'],
   'oncely/nats': ['consumeIdempotently'],
   'oncely/testing': ['storeContract', 'randomId', 'httpConformance', 'conformanceHandler'],
   'oncely/client': ['createIdempotentFetch', 'sessionStorageKeyStore', 'memoryKeyStore', 'IdempotentFetchError'],
 };
-const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono', 'express', 'fastify', 'amqplib', '@nats-io/jetstream', '@nats-io/transport-node', '@nats-io/nats-core', 'mqtt'];
+const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono', 'express', 'fastify', 'amqplib', '@nats-io/jetstream', '@nats-io/transport-node', '@nats-io/nats-core', 'bullmq', 'mqtt'];
 /** What the scratch app adds next to oncely, as its user would: the drivers and frameworks it uses, and their types. */
 const LINKED = ['better-sqlite3', 'hono', '@hono/node-server', 'fastify', '@types/node', '@types/better-sqlite3', '@types/express', '@types/pg'];
 
