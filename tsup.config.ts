@@ -35,6 +35,7 @@ export default defineConfig([
       fetch: 'src/http/fetch/index.ts',
       hono: 'src/http/hono/index.ts',
       messages: 'src/messages/index.ts',
+      sqs: 'src/messages/sqs/index.ts',
       bullmq: 'src/messages/bullmq/index.ts',
       mqtt: 'src/messages/mqtt/index.ts',
       rabbitmq: 'src/messages/rabbitmq/index.ts',

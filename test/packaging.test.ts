@@ -33,6 +33,7 @@ const SUBPATHS: Record<string, string[]> = {
   'oncely/fetch': ['withIdempotency'],
   'oncely/hono': ['idempotency'],
   'oncely/messages': ['idempotentConsumer'],
+  'oncely/sqs': ['sqsMessageHandler', 'consumeIdempotently'],
   'oncely/bullmq': ['idempotentProcessor'],
   'oncely/mqtt': ['consumeIdempotently'],
   'oncely/rabbitmq': ['consumeIdempotently'],
@@ -40,7 +41,7 @@ const SUBPATHS: Record<string, string[]> = {
   'oncely/testing': ['storeContract', 'randomId', 'httpConformance', 'conformanceHandler'],
   'oncely/client': ['createIdempotentFetch', 'sessionStorageKeyStore', 'memoryKeyStore', 'IdempotentFetchError'],
 };
-const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono', 'express', 'fastify', 'amqplib', '@nats-io/jetstream', '@nats-io/transport-node', '@nats-io/nats-core', 'bullmq', 'mqtt'];
+const DRIVERS = ['pg', 'redis', '@redis/client', 'ioredis', 'better-sqlite3', 'hono', 'express', 'fastify', '@aws-sdk/client-sqs', 'amqplib', '@nats-io/jetstream', '@nats-io/transport-node', '@nats-io/nats-core', 'bullmq', 'mqtt'];
 /** What the scratch app adds next to oncely, as its user would: the drivers and frameworks it uses, and their types. */
 const LINKED = ['better-sqlite3', 'hono', '@hono/node-server', 'fastify', '@types/node', '@types/better-sqlite3', '@types/express', '@types/pg'];
 
@@ -164,6 +165,7 @@ describe('the packed package, installed into a scratch app', { skip: existsSync(
     assert.deepEqual(await driversLoadedBy('oncely/fastify'), []);
     assert.deepEqual(await driversLoadedBy('oncely/hono'), [], 'the Hono adapter only needs Hono types');
     assert.deepEqual(await driversLoadedBy('oncely/client'), []);
+    assert.deepEqual(await driversLoadedBy('oncely/sqs'), [], 'the SQS adapter loads @aws-sdk/client-sqs on first use, from the app');
     assert.deepEqual(await driversLoadedBy('oncely/mqtt'), [], 'the MQTT adapter takes your client: it needs only mqtt types');
   });
 
