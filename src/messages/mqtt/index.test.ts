@@ -102,6 +102,30 @@ describe('oncely/mqtt: consumeIdempotently', { skip }, () => {
     assert.deepEqual(await leftInSession(clientId), []);
   });
 
+  it('a handler outliving the keepalive: the dropped connection resends it, which waits out the lease; one effect, one PUBACK', async () => {
+    const topic = unique('slow');
+    const clientId = unique('slow').replace(/\//g, '-');
+    let runs = 0;
+    const events: MessageEvent[] = [];
+    const client = consumerClient(clientId, { keepalive: 1 });
+    let reconnects = 0;
+    client.on('reconnect', () => reconnects++);
+    const consumer = consumeIdempotently(client, topic, async () => {
+      runs++;
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+    }, { store: new MemoryStore(), leaseMs: 900, deadLetterTopic: `${topic}/dead`, observer: (event) => events.push(event) });
+    await consumer.ready;
+    await publish(topic, 'slow report', 'slow-1');
+    await until('the resent delivery answered as a duplicate', () => events.some((event) => event.type === 'duplicate'), 8000);
+    await consumer.close();
+    await endClient(client);
+    assert.ok(reconnects >= 1, 'MQTT.js dropped the connection during the handler');
+    assert.equal(runs, 1);
+    assert.deepEqual(types(events).filter((type) => type !== 'in_progress'), ['processed', 'duplicate']);
+    assert.ok(types(events).includes('in_progress'), 'the resent delivery met the running handler');
+    assert.deepEqual(await leftInSession(clientId), []);
+  });
+
   it('dead-letters a mismatch (same id, other body) without running it, the reason on the dead letter', async () => {
     const { topic, effects, events, deadLetters } = await setUp();
     await publish(topic, '+100', 'deposit-7');

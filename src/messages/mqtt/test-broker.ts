@@ -27,9 +27,9 @@ export const sessionOptions = (clientId: string): IClientOptions => ({
 const sessions = new Set<string>();
 const clients = new Set<MqttClient>();
 
-export function consumerClient(clientId: string): MqttClient {
+export function consumerClient(clientId: string, options: IClientOptions = {}): MqttClient {
   sessions.add(clientId);
-  const client = mqtt.connect(MQTT_URL, sessionOptions(clientId));
+  const client = mqtt.connect(MQTT_URL, { ...sessionOptions(clientId), ...options });
   client.on('error', () => undefined);
   clients.add(client);
   return client;
