@@ -148,9 +148,9 @@ describe('oncely/bullmq: idempotentProcessor', { skip }, () => {
         await sleep(2500);
         aborted = context.signal.aborted;
         return 'done';
-      }, b.options({ leaseMs: 600 }));
-      b.worker(processor, { lockDuration: 500, stalledInterval: 200 });
-      b.worker(processor, { lockDuration: 500, stalledInterval: 200 });
+      }, b.options({ leaseMs: 900 }));
+      b.worker(processor);
+      b.worker(processor);
       await b.queue.add('slow', {}, { jobId: 'slow-1' });
       await until('completion', () => b.completed.length === 1);
       assert.equal(runs, 1);
