@@ -4,6 +4,10 @@
  * again exactly once with the same downstreamKey (lease mode's documented at-least-once case);
  * two processes competing on one durable consumer, with every message published twice, run each
  * message once.
+ * In transaction mode on a PostgresStore, the same SIGKILL (after the effect's INSERT through
+ * `context.transaction`, before the COMMIT and the ack) rolls the effect back: the redelivery to
+ * another process writes it once, with the same downstreamKey, and a second copy of the message
+ * (one Nats-Msg-Id published twice) is acked without a second effect row.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,11 +21,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
-import { skipUnlessReachable } from '../../../test/support/services.js';
+import pg from 'pg';
+import { PostgresStore } from '../../stores/postgres/index.js';
+import { POSTGRES_URL, skipUnlessReachable } from '../../../test/support/services.js';
 
 const NATS_URL = 'nats://127.0.0.1:4222';
 const CHILD = fileURLToPath(new URL('./consumer-process.ts', import.meta.url));
 const skip = await skipUnlessReachable('NATS JetStream', NATS_URL);
+const postgresSkip = skip ?? (await skipUnlessReachable('PostgreSQL', POSTGRES_URL));
+const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 2 });
+const tables: string[] = [];
 const nc = skip ? undefined : await connect({ servers: NATS_URL });
 const jsm = (nc ? await jetstreamManager(nc) : undefined) as JetStreamManager;
 const directory = mkdtempSync(join(tmpdir(), 'oncely-nats-'));
@@ -31,6 +40,8 @@ after(async () => {
   for (const child of children) child.kill('SIGKILL');
   for (const name of streams) await jsm.streams.delete(name).catch(() => undefined);
   await nc?.close();
+  if (tables.length > 0) await pool.query(`DROP TABLE IF EXISTS ${tables.map((table) => `"${table}"`).join(', ')}`);
+  await pool.end();
   rmSync(directory, { recursive: true, force: true });
 });
 
@@ -52,9 +63,13 @@ async function setup() {
   return { name, database: join(directory, `${name}.db`), effects: join(directory, `${name}.jsonl`) };
 }
 
-/** Starts a consumer process and resolves once it consumes; `onLine` hears what it prints after. */
-async function startConsumer(mode: 'crash' | 'run', target: Awaited<ReturnType<typeof setup>>, onLine: (line: string) => void = () => undefined) {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, mode, target.name, 'worker', target.database, target.effects, '1500'], { stdio: ['ignore', 'pipe', 'inherit'] });
+/**
+ * Starts a consumer process and resolves once it consumes; `onLine` hears what it prints after.
+ * `transaction`: `-` for lease mode on the SQLite file, or `<records table>,<effects table>` for
+ * transaction mode on a PostgresStore.
+ */
+async function startConsumer(mode: 'crash' | 'run', target: Awaited<ReturnType<typeof setup>>, onLine: (line: string) => void = () => undefined, transaction = '-') {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, mode, target.name, 'worker', target.database, target.effects, '1500', transaction], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(child);
   child.once('exit', () => children.delete(child));
   let ready!: () => void;
@@ -131,5 +146,48 @@ describe('oncely/nats across consumer processes (SqliteStore)', { skip }, () => 
     const effects = effectsIn(target.effects);
     assert.deepEqual(effects.map((e) => e.key).sort(), [...ids].sort());
     assert.ok(effects.every((e) => e.body === `body of ${e.key}`));
+  });
+});
+
+describe('oncely/nats across consumer processes in transaction mode (PostgresStore)', { skip: postgresSkip }, () => {
+  it('SIGKILL after the INSERT, before the COMMIT and the ack: rolled back, the redelivery writes it once with the same downstreamKey; a second copy writes nothing', async () => {
+    const target = await setup();
+    const records = `oncely_natx_${target.name.slice(-8)}`;
+    const effectsTable = `${records}_effects`;
+    tables.push(records, `${records}_migrations`, effectsTable);
+    await new PostgresStore({ pool, table: records }).migrate();
+    // No unique constraint: an effect applied twice would show as two rows.
+    await pool.query(`CREATE TABLE "${effectsTable}" (key text NOT NULL, downstream_key text NOT NULL, pid integer NOT NULL)`);
+    const rows = async () => (await pool.query<{ key: string; downstream_key: string; pid: number }>(`SELECT key, downstream_key, pid FROM "${effectsTable}"`)).rows;
+    const settled = async (messages: number) => {
+      const info = await jsm.consumers.info(target.name, 'worker');
+      return info.delivered.stream_seq === messages && info.ack_floor.stream_seq === messages && info.num_ack_pending === 0 && info.num_pending === 0;
+    };
+
+    let effectDone!: () => void;
+    const effect = new Promise<void>((resolve) => (effectDone = resolve));
+    const crashing = await startConsumer('crash', target, (line) => line === 'effect' && effectDone(), `${records},${effectsTable}`);
+    await publish(target.name, 'project payment 42', 'payment-42');
+    await effect;
+    crashing.kill('SIGKILL');
+    await once(crashing, 'exit');
+
+    const events: string[] = [];
+    const survivor = await startConsumer('run', target, (line) => events.push(line), `${records},${effectsTable}`);
+    await waitFor('the redelivery written and acked', async () => (await rows()).length > 0 && (await settled(1)));
+    await publish(target.name, 'project payment 42', 'payment-42');
+    await waitFor('the second copy acked', () => settled(2));
+    await sleep(200);
+    await stop(survivor);
+
+    const effects = effectsIn(target.effects);
+    assert.deepEqual(effects.map((e) => e.pid), [crashing.pid, survivor.pid], 'the handler ran in the killed process and once in the survivor, not for the second copy');
+    assert.equal(effects[0]!.downstreamKey, effects[1]!.downstreamKey, 'the same downstreamKey both times');
+    assert.deepEqual(await rows(), [{ key: 'payment-42', downstream_key: effects[0]!.downstreamKey, pid: survivor.pid }], "exactly one effect row: the killed transaction's INSERT rolled back");
+    // An `in_progress` first is allowed: a redelivery can outrun the killed process's lease (then nak(leaseMs)).
+    assert.deepEqual(
+      events.filter((line) => !line.startsWith('event in_progress ')),
+      ['event processed payment-42', 'event duplicate payment-42'],
+    );
   });
 });
