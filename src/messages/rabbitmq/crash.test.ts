@@ -6,7 +6,7 @@
  * interleaved duplicates run each message once.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +25,8 @@ const directory = mkdtempSync(join(tmpdir(), 'oncely-rabbitmq-'));
 let connection: ChannelModel;
 let admin: Channel;
 const queues: string[] = [];
+/** Every consumer process started, killed in `after` if a failed test left it running. */
+const children: ChildProcess[] = [];
 
 before(async () => {
   if (skip) return;
@@ -32,6 +34,7 @@ before(async () => {
   admin = await connection.createChannel();
 });
 after(async () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   if (!skip) {
     for (const queue of queues) await admin.deleteQueue(queue).catch(() => undefined);
     await connection.close();
@@ -53,6 +56,7 @@ interface Event {
 
 function startConsumer(queueName: string, mode: 'run' | 'crash', effects: string, database: string, leaseMs: number) {
   const child = spawn(process.execPath, ['--import', 'tsx', CONSUMER, queueName, mode, effects, database, String(leaseMs)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  children.push(child);
   let output = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (chunk: string) => (output += chunk));
@@ -93,11 +97,12 @@ describe('consumeIdempotently() across consumer processes (SQLite store)', { ski
     await doomed.printed('ready');
     admin.sendToQueue(name, Buffer.from('welcome user 42'), { messageId: 'welcome-42' });
     await doomed.printed('effect');
+    // The next consumer is up before the kill, so the redelivery reaches it within the dead holder's lease.
+    const next = startConsumer(name, 'run', effects, database, leaseMs);
+    await next.printed('ready');
     doomed.child.kill('SIGKILL');
     await doomed.exited;
 
-    const next = startConsumer(name, 'run', effects, database, leaseMs);
-    await next.printed('ready');
     await until(() => next.events().some((event) => event.type === 'processed'), 'the run after the lease');
     assert.ok(next.events().some((event) => event.type === 'in_progress'), 'the redelivery waited for the dead holder\'s lease');
     admin.sendToQueue(name, Buffer.from('welcome user 42'), { messageId: 'welcome-42' });

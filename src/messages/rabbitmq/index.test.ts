@@ -20,7 +20,8 @@ import { consumeIdempotently, type MessageEvent, type RabbitConsumerOptions } fr
 
 const RABBITMQ_URL = process.env.ONCELY_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const skip = (await skipUnlessReachable('RabbitMQ', RABBITMQ_URL)) ?? false;
-const fast = { backoff: { baseMs: 50, maxMs: 200 } };
+// A duplicate that finds its twin running comes back after leaseMs: short here, so such races settle fast.
+const fast = { backoff: { baseMs: 50, maxMs: 200 }, leaseMs: 1_000 };
 
 let connection: ChannelModel;
 let admin: Channel;
@@ -161,6 +162,26 @@ describe('consumeIdempotently() on RabbitMQ', { skip }, () => {
     assert.equal(await ready(queue), 0);
   });
 
+  it('a handler that outlives its lease keeps the claim by heartbeat: a duplicate meanwhile waits, then is acked without running', async () => {
+    const { queue } = await queues();
+    const store = new MemoryStore();
+    let runs = 0;
+    const slow = async () => {
+      runs++;
+      await sleep(1_000);
+    };
+    const workers = [await consumer(queue, slow, { store, leaseMs: 300 }), await consumer(queue, slow, { store, leaseMs: 300 })];
+    publish(queue, 'x', 'report-1');
+    await until(() => runs === 1, 'the first run');
+    publish(queue, 'x', 'report-1');
+    const count = (type: MessageEvent['type']) => workers.reduce((sum, worker) => sum + worker.count(type), 0);
+    await until(() => count('duplicate') === 1, 'the duplicate');
+    await Promise.all(workers.map((worker) => worker.close()));
+    assert.equal(runs, 1);
+    assert.ok(count('in_progress') >= 2, 'the duplicate came back more than once while the 1 s handler held its 300 ms lease');
+    assert.equal(count('lease_lost'), 0);
+  });
+
   it('a poison message is retried until maxAttempts, then dead-lettered with its reason; isPermanent at once', async () => {
     const { queue, dead } = await queues();
     let runs = 0;
@@ -232,8 +253,8 @@ describe('consumeIdempotently() on RabbitMQ', { skip }, () => {
     client.on('error', () => undefined);
     const store = new RedisStore({ client, prefix: `oncely-rmq-${randomUUID()}`, timeoutMs: 300 });
     let runs = 0;
-    // A claim that timed out here may have landed in Redis once it answered: its lease (1 s) must lapse first.
-    const worker = await consumer(queue, () => void runs++, { store, leaseMs: 1_000 });
+    // A claim that timed out here may have landed in Redis once it answered: its lease (1 s, from `fast`) must lapse first.
+    const worker = await consumer(queue, () => void runs++, { store });
     publish(queue, 'charge', 'charge-1');
     await until(() => worker.count('store_error') >= 2, 'two failed deliveries');
     assert.equal(runs, 0);
