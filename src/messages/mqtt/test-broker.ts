@@ -37,7 +37,10 @@ export function consumerClient(clientId: string, options: IClientOptions = {}): 
 
 export async function endClient(client: MqttClient): Promise<void> {
   clients.delete(client);
-  await client.endAsync(true);
+  // A graceful end flushes the last PUBACK written; a forced one may drop it on a busy machine.
+  // It can wait forever for an acknowledgement MQTT.js no longer reads: then force it.
+  const ended = await Promise.race([client.endAsync(false).then(() => true), sleep(1_000).then(() => false)]);
+  if (!ended) await client.endAsync(true);
 }
 
 let publisher: MqttClient | undefined;
