@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { executionContext } from '../core/execution-context.js';
+import { identityId, sha256Hex } from '../core/identity.js';
 import { InvalidOptionError } from '../core/errors.js';
 import { MemoryStore } from '../stores/memory/index.js';
 import { RedisStore } from '../stores/redis/index.js';
@@ -65,11 +66,26 @@ describe('message protocol', () => {
     const running = deliver(message, facts(message), () => new Promise<void>((resolve) => (release = resolve)));
     await sleep(10);
     let ran = false;
-    assert.deepEqual(await deliver(message, facts(message), () => (ran = true)), { action: 'retry', delayMs: 5_000, reason: 'in_progress' });
+    const action = await deliver(message, facts(message), () => (ran = true));
+    assert.equal(action.action === 'retry' && action.reason, 'in_progress');
+    const delayMs = action.action === 'retry' ? action.delayMs : 0;
+    assert.ok(delayMs > 4_500 && delayMs <= 5_000, `back after the holder's remaining lease, got ${delayMs} ms`);
     assert.equal(ran, false);
     release();
     assert.equal((await running).action, 'ack');
     assert.deepEqual(types(), ['in_progress', 'processed']);
+  });
+
+  it("retries a duplicate of a crashed holder after what is left of that holder's lease, not a whole lease", async () => {
+    const store = new MemoryStore();
+    const message = { id: 'm-crashed', body: 'b' };
+    // A holder that claimed it with a 1 000 ms lease and died: nothing extends its lease.
+    await store.claim({ id: identityId('orders', '', message.id), fingerprint: sha256Hex(message.body), leaseMs: 1_000 });
+    const { deliver } = createMessageProtocol<Message>({ store, leaseMs: 30_000 });
+    const action = await deliver(message, facts(message), () => undefined);
+    assert.equal(action.action === 'retry' && action.reason, 'in_progress');
+    const delayMs = action.action === 'retry' ? action.delayMs : 0;
+    assert.ok(Number.isInteger(delayMs) && delayMs > 500 && delayMs < 1_100, `waits out what is left of the holder's 1 s lease, got ${delayMs} ms`);
   });
 
   it('dead-letters the same identity with another payload, never running it', async () => {

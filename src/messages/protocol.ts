@@ -104,6 +104,8 @@ export type MessageHandler<M> = (message: M, context: MessageContext) => unknown
 
 const OPTION_NAMES = ['store', 'key', 'scope', 'namespace', 'fingerprint', 'leaseMs', 'retentionMs', 'maxAttempts', 'isPermanent', 'backoff', 'observer', 'transaction'];
 const WEEK_MS = 7 * 86_400_000;
+/** A duplicate of work whose lease is about to lapse comes back no sooner than this: no spinning. */
+const MIN_IN_PROGRESS_DELAY_MS = 250;
 
 /** The options with defaults applied. */
 export interface ConsumerSettings<M> {
@@ -247,7 +249,10 @@ export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'c
       case 'in_progress': {
         observe({ type: 'in_progress', ...base, key, durationMs: elapsed() });
         // Come back once the holder's lease would have lapsed: by then it finished or crashed.
-        return { action: 'retry', delayMs: o.leaseMs, reason: 'in_progress' };
+        // The lease end is the store's clock; bounded by this consumer's lease, so clock skew
+        // can shorten the wait for a crashed holder but never make it longer than a lease.
+        const remaining = Math.ceil(claim.record.expiresAt - Date.now());
+        return { action: 'retry', delayMs: Math.min(o.leaseMs, Math.max(MIN_IN_PROGRESS_DELAY_MS, remaining)), reason: 'in_progress' };
       }
       case 'acquired':
         return run(claim.execution, message, facts, handler, identity, started, onValue);
