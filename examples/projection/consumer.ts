@@ -14,6 +14,8 @@ import { connect } from '@nats-io/transport-node';
 import { consumeIdempotently } from 'oncely/nats';
 import { PostgresStore } from 'oncely/postgres';
 import pg from 'pg';
+import { childSide } from '../support/child-consumers.js';
+import { NATS_URL } from '../support/jetstream.js';
 
 export interface PaymentReceived {
   type: 'PaymentReceived';
@@ -23,9 +25,9 @@ export interface PaymentReceived {
 }
 
 const [stream, durable, records, balances, applied, name, crashAt] = process.argv.slice(-7) as [string, string, string, string, string, string, string];
-const say = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ worker: name, ...line })}\n`);
+const { say, hang, ready } = childSide(name);
 
-const nc = await connect({ servers: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' });
+const nc = await connect({ servers: NATS_URL });
 // One connection for the transaction, the others for claims and lease heartbeats beside it (README: pool sizing).
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test', max: 3 });
 const store = new PostgresStore({ pool, table: records });
@@ -39,7 +41,7 @@ const consumer = await consumeIdempotently(
     await tx.query(`INSERT INTO "${applied}" (event_id, account, cents, worker) VALUES ($1, $2, $3, $4)`, [event.eventId, event.account, event.cents, name]);
     if (event.eventId === crashAt) {
       say({ event: 'written', eventId: event.eventId, delivery: msg.info.deliveryCount, account: event.account, cents: event.cents });
-      await new Promise(() => setInterval(() => undefined, 1_000)); // never commits, never acks
+      await hang(); // never commits, never acks
     }
     return { account: event.account };
   },
@@ -50,12 +52,4 @@ const consumer = await consumeIdempotently(
     observer: (event) => say({ event: event.type, eventId: event.key, delivery: event.attempt }),
   },
 );
-process.once('SIGTERM', () => {
-  void consumer
-    .close()
-    .then(() => nc.close())
-    .then(() => store.close())
-    .then(() => pool.end())
-    .then(() => process.exit(0));
-});
-say({ event: 'ready', pid: process.pid });
+ready(consumer, nc, store, { close: () => pool.end() });

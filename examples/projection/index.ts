@@ -15,18 +15,14 @@
  * nats-server with JetStream (NATS_URL, default nats://127.0.0.1:4222).
  * Run: npm run example:projection
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, headers } from '@nats-io/transport-node';
 import { PostgresStore } from 'oncely/postgres';
 import pg from 'pg';
+import { conclude, fail, killChildren, startChild, tell, waitFor, type ChildLine } from '../support/child-consumers.js';
+import { JetStreamQueue } from '../support/jetstream.js';
 import type { PaymentReceived } from './consumer.js';
 
-const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const CONSUMER = fileURLToPath(new URL('./consumer.ts', import.meta.url));
 
@@ -40,15 +36,6 @@ const EVENTS: PaymentReceived[] = [
 const CRASH_AT = 'pay-3';
 const ACCOUNTS = [...new Set(EVENTS.map((event) => event.account))];
 
-interface ConsumerLine {
-  worker: string;
-  event: string;
-  [field: string]: unknown;
-}
-
-const started = performance.now();
-const elapsed = () => `${((performance.now() - started) / 1_000).toFixed(1).padStart(4)} s`;
-const tell = (text: string) => console.log(`${elapsed()}  ${text}`);
 const money = (cents: number) => (cents / 100).toFixed(2);
 
 const run = randomUUID().slice(0, 8);
@@ -57,12 +44,9 @@ const durable = 'balances';
 const records = `oncely_projection_${run}`;
 const balances = `projection_${run}_balances`;
 const applied = `projection_${run}_applied`;
-const children = new Set<ChildProcess>();
 
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
-const nc = await connect({ servers: NATS_URL });
-const jsm = await jetstreamManager(nc);
-const js = jetstream(nc);
+const queue = await JetStreamQueue.connect(stream, durable);
 
 console.log('oncely example: a balance projection killed between its write and its ack (transaction mode, PostgreSQL).');
 console.log(`JetStream stream ${stream}, consumer ${durable}; PostgreSQL tables ${balances}, ${applied}, ${records}\n`);
@@ -77,38 +61,28 @@ try {
   await pool.query(`CREATE TABLE "${applied}" (event_id text NOT NULL, account text NOT NULL, cents bigint NOT NULL, worker text NOT NULL)`);
   // A 100 ms dedupe window stands in for a producer that retries later than JetStream's window
   // (2 min by default): the second copy is stored and delivered. AckWait 1 s (≥ leaseMs / 2).
-  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`], duplicate_window: 100_000_000 });
-  await jsm.consumers.add(stream, { durable_name: durable, ack_policy: 'explicit' as never, ack_wait: 1_000_000_000, max_deliver: -1 });
+  await queue.create();
 
   for (const event of EVENTS) await publish(event);
   for (const event of EVENTS) await publish(event);
   tell(`producer: published ${EVENTS.length} PaymentReceived events, then each again with the same Nats-Msg-Id (${EVENTS.length * 2} stream messages)`);
 
-  let written!: (line: ConsumerLine) => void;
-  const crashPoint = new Promise<ConsumerLine>((resolve) => (written = resolve));
-  const consumer1 = await startConsumer('consumer 1', CRASH_AT, (line) => line.event === 'written' && written(line));
-  const atCrash = await crashPoint;
+  const consumer1 = await startConsumer('consumer 1', CRASH_AT);
+  const atCrash = await consumer1.line('written');
   const seen = await balanceOf(String(atCrash.account));
   tell(`outside the transaction, ${String(atCrash.account)}'s balance still reads ${money(seen)}: the UPDATE is not committed`);
-  consumer1.kill('SIGKILL');
-  await once(consumer1, 'exit');
+  await consumer1.kill();
   tell('consumer 1: SIGKILLed between the write and the COMMIT/ack; PostgreSQL rolls its transaction back');
 
   const consumer2 = await startConsumer('consumer 2', '-');
   const total = EVENTS.length * 2;
-  await waitFor(`all ${total} stream messages acked`, async () => {
-    const info = await jsm.consumers.info(stream, durable);
-    return info.num_pending === 0 && info.num_ack_pending === 0 && info.ack_floor.stream_seq >= total;
-  });
-  const stopped = once(consumer2, 'exit');
-  consumer2.kill('SIGTERM');
-  await stopped;
+  await waitFor(`all ${total} stream messages acked`, async () => (await queue.ackedThrough()) >= total);
+  await consumer2.stop();
 
   // What PostgreSQL and JetStream hold.
   const rows = (await pool.query<{ account: string; cents: string }>(`SELECT account, cents FROM "${balances}" ORDER BY account`)).rows;
   const log = (await pool.query<{ event_id: string; worker: string }>(`SELECT event_id, worker FROM "${applied}" ORDER BY event_id`)).rows;
-  const info = await jsm.consumers.info(stream, durable);
-  const acked = info.num_pending === 0 && info.num_ack_pending === 0 ? info.ack_floor.stream_seq : 0;
+  const acked = await queue.ackedThrough();
 
   console.log();
   const table: string[][] = [['account', 'balance', 'sum of its distinct events', 'events', '']];
@@ -134,24 +108,19 @@ try {
     console.log(`\n${CRASH_AT} was written by consumer 1 and rolled back with its outcome, then applied once by consumer 2;`);
     console.log('every second copy found its stored outcome and was acked without running.');
   }
-  console.log(ok ? `\nok: every balance is the sum of its distinct events, each applied once (${elapsed().trim()})` : '\nFAILED: the counts above are not what oncely promises');
-  if (!ok) process.exitCode = 1;
+  conclude(ok, 'every balance is the sum of its distinct events, each applied once');
 } catch (error) {
-  console.error('FAILED:', error);
-  process.exitCode = 1;
+  fail(error);
 } finally {
-  for (const child of children) child.kill('SIGKILL');
-  await jsm.streams.delete(stream).catch(() => undefined);
-  await nc.close();
+  killChildren();
+  await queue.destroy();
   await pool.query(`DROP TABLE IF EXISTS "${records}", "${records}_migrations", "${balances}", "${applied}"`).catch(() => undefined);
   await pool.end();
 }
 
 /** Publishes an event until JetStream stores it as a message of its own. */
 async function publish(event: PaymentReceived): Promise<void> {
-  const h = headers();
-  h.set('Nats-Msg-Id', event.eventId);
-  while ((await js.publish(`${stream}.${event.account}`, JSON.stringify(event), { headers: h })).duplicate) await sleep(25);
+  await queue.publish(event.account, JSON.stringify(event), event.eventId);
 }
 
 async function balanceOf(account: string): Promise<number> {
@@ -159,31 +128,12 @@ async function balanceOf(account: string): Promise<number> {
 }
 
 /** Starts a consumer process; resolves once it consumes. Its lines are told as they come. */
-async function startConsumer(name: string, crashAt: string, onLine: (line: ConsumerLine) => void = () => undefined): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CONSUMER, stream, durable, records, balances, applied, name, crashAt], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let ready!: () => void;
-  const isReady = new Promise<void>((resolve) => (ready = resolve));
-  let pending = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop()!;
-    for (const text of lines.filter(Boolean)) {
-      const line = JSON.parse(text) as ConsumerLine;
-      if (line.event === 'ready') {
-        tell(`${name}: started (pid ${String(line.pid)}${crashAt === '-' ? '' : `, will be killed while writing ${crashAt}`})`);
-        ready();
-      } else tell(`${name}: ${describe(line)}`);
-      onLine(line);
-    }
-  });
-  await Promise.race([isReady, once(child, 'exit').then(() => Promise.reject(new Error(`${name} exited before it was ready`)))]);
-  return child;
+function startConsumer(name: string, crashAt: string) {
+  const role = crashAt === '-' ? undefined : `will be killed while writing ${crashAt}`;
+  return startChild({ name, file: CONSUMER, args: [stream, durable, records, balances, applied, name, crashAt], role, describe });
 }
 
-function describe(line: ConsumerLine): string {
+function describe(line: ChildLine): string {
   const delivery = `${String(line.eventId)} (delivery ${String(line.delivery)})`;
   switch (line.event) {
     case 'written':
@@ -196,14 +146,6 @@ function describe(line: ConsumerLine): string {
       return `${delivery}: claimed by consumer 1 until its lease lapses, handed back for 1.5 s`;
     default:
       return `${delivery}: ${line.event}`;
-  }
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
   }
 }
 

@@ -15,12 +15,14 @@ import { connect } from '@nats-io/transport-node';
 import Database from 'better-sqlite3';
 import { consumeIdempotently } from 'oncely/nats';
 import { SqliteStore } from 'oncely/sqlite';
+import { childSide } from '../support/child-consumers.js';
+import { NATS_URL } from '../support/jetstream.js';
 import { FakeEmailProvider } from './email-provider.js';
 
 const [stream, durable, workerDb, providerDb, name, mode] = process.argv.slice(-6) as [string, string, string, string, string, string];
-const say = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ worker: name, ...line })}\n`);
+const { say, hang, ready } = childSide(name);
 
-const nc = await connect({ servers: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' });
+const nc = await connect({ servers: NATS_URL });
 const store = new SqliteStore({ path: workerDb });
 const log = new Database(workerDb, { timeout: 5_000 });
 log.exec('CREATE TABLE IF NOT EXISTS handler_runs (worker TEXT NOT NULL, pid INTEGER NOT NULL, delivery INTEGER NOT NULL, downstream_key TEXT NOT NULL)');
@@ -34,7 +36,7 @@ const consumer = await consumeIdempotently(
     logRun.run(name, process.pid, msg.info.deliveryCount, downstreamKey);
     const result = await provider.send({ to: `user-${userId}@example.com`, template: 'welcome' }, { idempotencyKey: downstreamKey });
     say({ event: 'sent', seq: msg.info.streamSequence, delivery: msg.info.deliveryCount, downstreamKey, ...result });
-    if (mode === 'crash-after-send') await new Promise(() => setInterval(() => undefined, 1_000)); // never acked
+    if (mode === 'crash-after-send') await hang(); // never acked
     return result;
   },
   {
@@ -43,15 +45,4 @@ const consumer = await consumeIdempotently(
     observer: (event) => say({ event: event.type, key: event.key, delivery: event.attempt }),
   },
 );
-process.once('SIGTERM', () => {
-  void consumer
-    .close()
-    .then(() => nc.close())
-    .then(() => store.close())
-    .then(() => {
-      log.close();
-      provider.close();
-      process.exit(0);
-    });
-});
-say({ event: 'ready', pid: process.pid });
+ready(consumer, nc, store, log, provider);
