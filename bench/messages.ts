@@ -45,7 +45,7 @@ import { consumeIdempotently as consumeNats } from '../src/messages/nats/index.j
 import { consumeIdempotently as consumeRabbit } from '../src/messages/rabbitmq/index.js';
 import type { MessageEvent } from '../src/messages/protocol.js';
 import { PostgresStore } from '../src/stores/postgres/index.js';
-import { RedisStore, type IoredisLike } from '../src/stores/redis/index.js';
+import { RedisStore } from '../src/stores/redis/index.js';
 import { POSTGRES_URL, REDIS_URL } from '../test/support/services.js';
 
 const RABBITMQ_URL = process.env.ONCELY_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -77,7 +77,7 @@ const CONTENDERS: Contender[] = [
   { name: 'bare', does: 'the broker client alone: the same prefetch / concurrency, manual ack after the handler returns' },
   { name: 'oncely + redis', oncely: 'redis', does: 'consumeIdempotently() on a RedisStore (ioredis, one connection)' },
   { name: 'oncely + postgres', oncely: 'postgres', does: 'consumeIdempotently() on a PostgresStore (pg pool of 16)' },
-  { name: 'oncely + redis, auto-pipelined', oncely: 'redis', pipelined: true, profile: true, does: 'as oncely + redis, on an ioredis client with enableAutoPipelining (through evalshaBuffer: the store\'s callBuffer fails under it, ioredis#1923)' },
+  { name: 'oncely + redis, auto-pipelined', oncely: 'redis', pipelined: true, profile: true, does: 'as oncely + redis, on an ioredis client with enableAutoPipelining' },
   { name: 'oncely + memory', oncely: 'memory', profile: true, does: 'consumeIdempotently() on a MemoryStore: protocol, adapter, hashing, timers, AsyncLocalStorage; no round trip' },
   { name: 'bare + redis claim/complete', calls: 'redis', profile: true, does: 'bare, whose handler awaits RedisStore claim() then complete(): the two round trips alone' },
   { name: 'bare + postgres claim/complete', calls: 'postgres', profile: true, does: 'bare, whose handler awaits PostgresStore claim() then complete(): the two round trips alone' },
@@ -285,13 +285,7 @@ async function child(broker: Broker, contender: Contender, settings: Settings): 
     if (kind === 'memory') return new MemoryStore({ maxRecords: 1_000_000 });
     if (kind === 'redis') {
       redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1, enableAutoPipelining: contender.pipelined === true });
-      if (!contender.pipelined) return new RedisStore({ client: redis, prefix });
-      // ioredis drops the command name of callBuffer() when it auto-pipelines (ioredis#1923);
-      // evalshaBuffer / evalBuffer keep it. No duplicate(): waiters would poll (none here).
-      // Both exist at run time (a Buffer variant of every command) but are not in ioredis's types.
-      const client = redis as unknown as Record<'evalshaBuffer' | 'evalBuffer', (...args: unknown[]) => Promise<unknown>>;
-      const shim: IoredisLike = { callBuffer: (command, ...args) => (command === 'EVALSHA' ? client.evalshaBuffer(...args) : client.evalBuffer(...args)) };
-      return new RedisStore({ client: shim, prefix });
+      return new RedisStore({ client: redis, prefix });
     }
     pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 16 });
     return new PostgresStore({ pool, table: settings.table });

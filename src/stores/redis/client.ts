@@ -19,6 +19,13 @@ export interface IoredisLike {
   callBuffer(command: string, ...args: (string | Buffer | number)[]): Promise<unknown>;
 }
 
+type ScriptArgs = (string | Buffer | number)[];
+/** ioredis has these at run time, not in its types. */
+interface IoredisScripts {
+  evalshaBuffer?: (sha: string, keys: number, ...args: ScriptArgs) => Promise<unknown>;
+  evalBuffer?: (script: string, keys: number, ...args: ScriptArgs) => Promise<unknown>;
+}
+
 interface NodeRedisCommands {
   evalSha(sha1: string, options: { keys: string[]; arguments: ScriptArg[] }): Promise<unknown>;
   eval(script: string, options: { keys: string[]; arguments: ScriptArg[] }): Promise<unknown>;
@@ -148,15 +155,20 @@ async function withScriptFallback(run: () => Promise<unknown>, load: () => Promi
 }
 
 function ioredisRunner(client: IoredisLike): ScriptRunner {
-  // callBuffer replies with Buffers for every bulk string; Cluster routes EVALSHA by its key.
+  // The *Buffer commands reply with Buffers for every bulk string; Cluster routes EVALSHA by
+  // its key. Not callBuffer('EVALSHA', …): with enableAutoPipelining, ioredis drops the
+  // command name from callBuffer (redis/ioredis#1923) and Redis answers "unknown command".
+  const { evalshaBuffer, evalBuffer } = client as IoredisLike & IoredisScripts;
+  const evalsha = (sha: string, keys: number, ...args: ScriptArgs) => (evalshaBuffer ? evalshaBuffer.call(client, sha, keys, ...args) : client.callBuffer('EVALSHA', sha, keys, ...args));
+  const evalScript = (source: string, keys: number, ...args: ScriptArgs) => (evalBuffer ? evalBuffer.call(client, source, keys, ...args) : client.callBuffer('EVAL', source, keys, ...args));
   return {
     run: (script, key, args) => withScriptFallback(
-      () => client.callBuffer('EVALSHA', script.sha, 1, key, ...args),
-      () => client.callBuffer('EVAL', script.source, 1, key, ...args),
+      () => evalsha(script.sha, 1, key, ...args),
+      () => evalScript(script.source, 1, key, ...args),
     ),
     runKeyless: (script, args) => withScriptFallback(
-      () => client.callBuffer('EVALSHA', script.sha, 0, ...args),
-      () => client.callBuffer('EVAL', script.source, 0, ...args),
+      () => evalsha(script.sha, 0, ...args),
+      () => evalScript(script.source, 0, ...args),
     ),
     subscribe: canDuplicate<IoredisSubscriber>(client) ? (channel, events) => ioredisSubscriber(client, channel, events) : undefined,
     onClientEnd: (listener) => onEnd(client, listener),

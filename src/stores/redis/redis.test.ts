@@ -136,6 +136,24 @@ describe('RedisStore on Redis', { skip }, () => {
     await inspector().del(keyOf(id));
   });
 
+  it('works on an ioredis client with enableAutoPipelining (scripts keep their command name)', async () => {
+    const { Redis: IORedis } = await import('ioredis');
+    const pipelined = new IORedis(REDIS_URL, { enableAutoPipelining: true });
+    try {
+      const store = new RedisStore({ client: pipelined, prefix });
+      const id = randomId();
+      const claims = await Promise.all(Array.from({ length: 50 }, () => store.claim({ id, fingerprint: FP, leaseMs: MINUTE })));
+      assert.equal(claims.filter((claim) => claim.status === 'acquired').length, 1);
+      const token = tokenOf(claims.find((claim) => claim.status === 'acquired')!);
+      assert.equal(await store.complete(id, token, Buffer.from('done'), DAY), 'ok');
+      const replay = await store.claim({ id, fingerprint: FP, leaseMs: MINUTE });
+      assert.equal(replay.status, 'completed');
+      await inspector().del(keyOf(id));
+    } finally {
+      pipelined.disconnect();
+    }
+  });
+
   it("reads time from the server's clock, not Date.now()", async () => {
     const store = storeOn('ioredis');
     const id = randomId();
