@@ -141,6 +141,11 @@ describe('message protocol', () => {
     assert.equal(events[0]?.type, 'dead_lettered');
   });
 
+  it("accepts a scope of '' (one shared scope, as by default)", async () => {
+    const { deliver } = consumer({ scope: () => '' });
+    assert.equal((await deliver({ id: 'm-s', body: 'b' }, facts({ id: 'm-s', body: 'b' }), () => undefined)).action, 'ack');
+  });
+
   it('dead-letters when the key callback throws or returns no string', async () => {
     for (const key of [() => { throw new Error('no user'); }, () => '' as string, () => 7 as unknown as string]) {
       const { deliver } = consumer({ key });

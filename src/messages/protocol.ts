@@ -134,7 +134,8 @@ export function resolveConsumerOptions<M>(options: ConsumerOptions<M>, owner: st
     }
   }
   const store = read.store();
-  if (read.boolean('transaction', false) && !isTransactionalStore(store)) read.invalid('transaction', 'used with a store that runs transactions (PostgresStore, SqliteStore)');
+  const transaction = read.boolean('transaction', false);
+  if (transaction && !isTransactionalStore(store)) read.invalid('transaction', 'used with a store that runs transactions (PostgresStore, SqliteStore)');
   return {
     store,
     key: read.function('key'),
@@ -147,7 +148,7 @@ export function resolveConsumerOptions<M>(options: ConsumerOptions<M>, owner: st
     isPermanent: read.function<(error: unknown) => boolean>('isPermanent') ?? (() => false),
     backoff: (backoff as { baseMs: number; maxMs: number } | undefined) ?? { baseMs: 1_000, maxMs: 60_000 },
     observer: read.function('observer'),
-    transaction: read.boolean('transaction', false),
+    transaction,
   };
 }
 
@@ -160,14 +161,15 @@ class CallbackFailure {
   ) {}
 }
 
-function callString<M>(name: string, callback: (message: M) => string, message: M): string {
+/** `scope` may be `''` (one scope, as by default); a key or fingerprint may not. */
+function callString<M>(name: 'key' | 'scope' | 'fingerprint', callback: (message: M) => string, message: M): string {
   let value: unknown;
   try {
     value = callback(message);
   } catch (error) {
     throw new CallbackFailure(`\`${name}\` threw`, error);
   }
-  if (typeof value !== 'string' || value.length === 0) throw new CallbackFailure(`\`${name}\` must return a non-empty string`, undefined);
+  if (typeof value !== 'string' || (value.length === 0 && name !== 'scope')) throw new CallbackFailure(`\`${name}\` must return a ${name === 'scope' ? '' : 'non-empty '}string`, undefined);
   return value;
 }
 
