@@ -7,7 +7,6 @@ import { InvalidOptionError } from './errors.js';
 import { MAX_TIMER_MS, describeValue } from './store-kit.js';
 import type { IdempotencyStore } from './types.js';
 
-
 /** The options of one entry point (`owner`, e.g. `'idempotency()'`), read one by one. */
 export class OptionReader {
   readonly #owner: string;

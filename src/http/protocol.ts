@@ -211,7 +211,11 @@ export function createProtocol<Req>(options: IdempotencyOptions<Req>, adapterOpt
 
   return { decide, settings: o };
 
-  /** Never throws: a callback's failure is a 500 problem for this request, before anything is claimed. */
+  /**
+   * A callback's failure is a 500 problem for this request, before anything is claimed; the
+   * store's is a 503 (or a pass under `failOpen`). Rejects only when the request itself cannot
+   * be read (its body stream failed), which the adapter hands to its framework.
+   */
   async function decide(request: Req, facts: RequestFacts): Promise<Decision> {
     const started = performance.now();
     if (!o.methods.includes(facts.method.toUpperCase())) return { action: 'pass' };
