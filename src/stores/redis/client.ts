@@ -45,11 +45,19 @@ export interface NodeRedisLike {
 /** The client a `RedisStore` is given: node-redis v5 or ioredis v5. */
 export type RedisClient = IoredisLike | NodeRedisLike;
 
+/** Runs a script that declares no key on one node. */
+export type KeylessRun = (script: Script, args: ScriptArg[]) => Promise<unknown>;
+
 export interface ScriptRunner {
   /** EVALSHA on one key; on NOSCRIPT (cache flushed, failover) EVAL, which also caches it again. */
   run(script: Script, key: string, args: ScriptArg[]): Promise<unknown>;
   /** The same for a script that declares no key (operators' scans), sent to one node. */
-  runKeyless(script: Script, args: ScriptArg[]): Promise<unknown>;
+  runKeyless: KeylessRun;
+  /**
+   * `runKeyless` for each master of a cluster (a scan must visit them all), or just
+   * `runKeyless` for one server, a pool, or a cluster that knows no master yet.
+   */
+  keylessPerMaster(): Promise<KeylessRun[]>;
   /**
    * Subscribes to `channel` on a new connection, `duplicate()` of the user's client (same
    * options, same server or cluster). Undefined when the client cannot duplicate itself.
@@ -154,6 +162,41 @@ async function withScriptFallback(run: () => Promise<unknown>, load: () => Promi
   }
 }
 
+/** An ioredis `Cluster`: its masters are `Redis` clients. */
+interface IoredisCluster extends Emitter {
+  isCluster: true;
+  status: string;
+  nodes(role: 'master'): IoredisLike[];
+}
+
+function isIoredisCluster(client: object): client is IoredisCluster {
+  const candidate = client as Partial<IoredisCluster>;
+  return candidate.isCluster === true && typeof candidate.nodes === 'function';
+}
+
+/** The masters once the cluster is ready (or gave up: then none, and the caller's call fails). */
+async function ioredisMasters(cluster: IoredisCluster): Promise<IoredisLike[]> {
+  if (cluster.status !== 'ready' && cluster.status !== 'end') {
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        cluster.off('ready', done);
+        cluster.off('end', done);
+        resolve();
+      };
+      cluster.on('ready', done);
+      cluster.on('end', done);
+    });
+  }
+  return cluster.nodes('master');
+}
+
+function ioredisKeyless(client: IoredisLike): KeylessRun {
+  const { evalshaBuffer, evalBuffer } = client as IoredisLike & IoredisScripts;
+  const evalsha = (sha: string, ...args: ScriptArgs) => (evalshaBuffer ? evalshaBuffer.call(client, sha, 0, ...args) : client.callBuffer('EVALSHA', sha, 0, ...args));
+  const evalScript = (source: string, ...args: ScriptArgs) => (evalBuffer ? evalBuffer.call(client, source, 0, ...args) : client.callBuffer('EVAL', source, 0, ...args));
+  return (script, args) => withScriptFallback(() => evalsha(script.sha, ...args), () => evalScript(script.source, ...args));
+}
+
 function ioredisRunner(client: IoredisLike): ScriptRunner {
   // The *Buffer commands reply with Buffers for every bulk string; Cluster routes EVALSHA by
   // its key. Not callBuffer('EVALSHA', …): with enableAutoPipelining, ioredis drops the
@@ -166,27 +209,51 @@ function ioredisRunner(client: IoredisLike): ScriptRunner {
       () => evalsha(script.sha, 1, key, ...args),
       () => evalScript(script.source, 1, key, ...args),
     ),
-    runKeyless: (script, args) => withScriptFallback(
-      () => evalsha(script.sha, 0, ...args),
-      () => evalScript(script.source, 0, ...args),
-    ),
+    runKeyless: ioredisKeyless(client),
+    keylessPerMaster: async () => {
+      const masters = isIoredisCluster(client) ? await ioredisMasters(client) : [];
+      return masters.length > 0 ? masters.map(ioredisKeyless) : [ioredisKeyless(client)];
+    },
     subscribe: canDuplicate<IoredisSubscriber>(client) ? (channel, events) => ioredisSubscriber(client, channel, events) : undefined,
     onClientEnd: (listener) => onEnd(client, listener),
   };
 }
 
+/** A node-redis v5 cluster (`createCluster()`): `nodeClient(master)` is that master's client. */
+interface NodeRedisCluster {
+  masters: object[];
+  nodeClient(node: object): Promise<NodeRedisLike>;
+}
+
+function isNodeRedisCluster(client: object): client is NodeRedisCluster {
+  const candidate = client as Partial<NodeRedisCluster>;
+  return Array.isArray(candidate.masters) && typeof candidate.nodeClient === 'function';
+}
+
+/** A view of a client whose bulk-string replies are Buffers; the client itself is untouched. */
+function bufferView(client: NodeRedisLike): NodeRedisCommands {
+  return client.withTypeMapping({ [BLOB_STRING]: Buffer });
+}
+
+function nodeRedisKeyless(buffers: NodeRedisCommands): KeylessRun {
+  return (script, args) => withScriptFallback(
+    () => buffers.evalSha(script.sha, { keys: [], arguments: args }),
+    () => buffers.eval(script.source, { keys: [], arguments: args }),
+  );
+}
+
 function nodeRedisRunner(client: NodeRedisLike): ScriptRunner {
-  // A view of the user's client whose bulk-string replies are Buffers; the client itself is untouched.
-  const buffers = client.withTypeMapping({ [BLOB_STRING]: Buffer });
+  const buffers = bufferView(client);
   return {
     run: (script, key, args) => withScriptFallback(
       () => buffers.evalSha(script.sha, { keys: [key], arguments: args }),
       () => buffers.eval(script.source, { keys: [key], arguments: args }),
     ),
-    runKeyless: (script, args) => withScriptFallback(
-      () => buffers.evalSha(script.sha, { keys: [], arguments: args }),
-      () => buffers.eval(script.source, { keys: [], arguments: args }),
-    ),
+    runKeyless: nodeRedisKeyless(buffers),
+    // A cluster that never connected knows no master: the one call below then fails.
+    keylessPerMaster: async () => (isNodeRedisCluster(client) && client.masters.length > 0
+      ? Promise.all(client.masters.map(async (master) => nodeRedisKeyless(bufferView(await client.nodeClient(master)))))
+      : [nodeRedisKeyless(buffers)]),
     // The user's client, not the Buffer view: pub/sub messages are text (ids).
     subscribe: canDuplicate<NodeRedisSubscriber>(client) ? (channel, events) => nodeRedisSubscriber(client, channel, events) : undefined,
     onClientEnd: (listener) => onEnd(client, listener),

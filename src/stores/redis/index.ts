@@ -35,7 +35,7 @@ import type {
   RecordQuery,
   StoreStats,
 } from '../../core/types.js';
-import { scriptRunner, type RedisClient, type ScriptArg, type ScriptRunner } from './client.js';
+import { scriptRunner, type KeylessRun, type RedisClient, type ScriptArg, type ScriptRunner } from './client.js';
 import { CLAIM, COMPLETE, DELETE, EXTEND, FORCE_RELEASE, GET, RELEASE, SCAN_RECORDS, type Script } from './scripts.js';
 import { SettleSubscription } from './settle.js';
 
@@ -253,7 +253,7 @@ export class RedisStore implements OperableStore {
     return 0;
   }
 
-  /** Scans this node's keys under the prefix in steps of 1000; on a Redis Cluster it sees one node only. */
+  /** Scans the keys under the prefix in steps of 1000, on every master of a Redis Cluster. */
   async stats(): Promise<StoreStats> {
     let tally: StatsTally | undefined;
     await this.#scan((now, records) => {
@@ -280,12 +280,18 @@ export class RedisStore implements OperableStore {
     return Number(await this.#run(FORCE_RELEASE, id, [this.#channel, id])) === 1;
   }
 
+  /** Visits the records of each master of a cluster (or of the one server), with that node's time. */
   async #scan(visit: (now: number, records: ScannedRecord[]) => void): Promise<void> {
+    const masters = await this.#guard('scan', () => this.#runner.keylessPerMaster());
+    await Promise.all(masters.map((runKeyless) => this.#scanNode(runKeyless, visit)));
+  }
+
+  async #scanNode(runKeyless: KeylessRun, visit: (now: number, records: ScannedRecord[]) => void): Promise<void> {
     const pattern = `${globLiteral(this.#prefix)}:{*}`;
     const start = `${this.#prefix}:{`.length;
     let cursor = '0';
     do {
-      const [next, now, rows] = (await this.#guard('scan', () => this.#runner.runKeyless(SCAN_RECORDS, [cursor, pattern, String(SCAN_COUNT)]))) as [Reply, Reply, Reply[][]];
+      const [next, now, rows] = (await this.#guard('scan', () => runKeyless(SCAN_RECORDS, [cursor, pattern, String(SCAN_COUNT)]))) as [Reply, Reply, Reply[][]];
       visit(Number(text(now)), rows.map(([name, state, created, expires, namespace, scope, key]) => ({
         id: text(name).slice(start, -1),
         state: text(state) as IdempotencyRecord['state'],

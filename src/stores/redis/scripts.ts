@@ -1,7 +1,7 @@
 /**
  * One Lua script per transition. Each touches exactly one key (KEYS[1], the record hash), so
  * it runs atomically on the node that owns the key's slot, Redis Cluster included. The one
- * exception is the operators' SCAN_RECORDS, which declares no key and reads one node.
+ * exception is the operators' SCAN_RECORDS, which declares no key and runs on each master.
  *
  * The transitions that settle a record (complete, release, delete) also `PUBLISH` its id on
  * the settle channel (ARGV: channel, id), from inside the script and only when the record
@@ -137,7 +137,7 @@ return 1
 /**
  * Operators only: one SCAN step over the records of this node. ARGV: cursor, MATCH pattern,
  * COUNT. Returns {next cursor, now, {key name, state, created, exp, ns, scope, key}...},
- * without outcomes, so a step stays small. Declares no key: on a Cluster it sees one node.
+ * without outcomes, so a step stays small. Declares no key: on a Cluster the store runs it on each master.
  */
 export const SCAN_RECORDS = script('scanRecords', `
 local step = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
