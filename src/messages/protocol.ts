@@ -17,11 +17,12 @@
  */
 import { fromJsonSafe, toJsonSafe, type Json } from '../core/codec.js';
 import { claimOrWait, type ClaimOutcome, type Execution } from '../core/engine.js';
-import { LeaseLostError } from '../core/errors.js';
+import { InvalidOptionError, LeaseLostError } from '../core/errors.js';
 import { encodeFunctionOutcome, readFunctionOutcome } from '../core/function-outcome.js';
 import { runInExecutionContext, type ExecutionContext } from '../core/execution-context.js';
 import { identityId, sha256Hex } from '../core/identity.js';
 import { OptionReader } from '../core/options.js';
+import { describeValue } from '../core/store-kit.js';
 import { isTransactionalStore, runTransactional } from '../core/transaction.js';
 import type { IdempotencyStore, TransactionalStore } from '../core/types.js';
 
@@ -123,9 +124,8 @@ export interface ConsumerSettings<M> {
   transaction: boolean;
 }
 
-/** Checks the options when the consumer is made. `adapterOptions`: names the adapter itself reads. */
-export function resolveConsumerOptions<M>(options: ConsumerOptions<M>, owner: string, adapterOptions: readonly string[] = []): ConsumerSettings<M> {
-  const read = new OptionReader(owner, options, [...OPTION_NAMES, ...adapterOptions]);
+/** The protocol's options with their defaults, each checked by `read`. */
+function resolveConsumerOptions<M>(options: ConsumerOptions<M>, read: OptionReader): ConsumerSettings<M> {
   const backoff = read.raw('backoff') as { baseMs?: unknown; maxMs?: unknown } | undefined;
   if (backoff !== undefined) {
     const valid = (value: unknown) => typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
@@ -180,10 +180,19 @@ export interface MessageProtocol<M> {
    */
   deliver(message: M, facts: DeliveryFacts, handler: MessageHandler<M>, onValue?: (value: unknown) => void): Promise<MessageAction>;
   settings: ConsumerSettings<M>;
+  /** The reader that checked every option name: the adapter reads its own options (`adapterOptions`) with it. */
+  read: OptionReader;
 }
 
+/** Refuses, when the consumer is made, a handler that is not a function. */
+export function checkHandler(owner: string, handler: unknown): void {
+  if (typeof handler !== 'function') throw new InvalidOptionError(`${owner}: \`handler\` must be a function, got ${describeValue(handler)}`, 'handler');
+}
+
+/** Checks the options once, when the consumer is made. `adapterOptions`: names the adapter itself reads. */
 export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'consumer', adapterOptions: readonly string[] = []): MessageProtocol<M> {
-  const o = resolveConsumerOptions(options, owner, adapterOptions);
+  const read = new OptionReader(owner, options, [...OPTION_NAMES, ...adapterOptions]);
+  const o = resolveConsumerOptions(options, read);
   const observe = (event: MessageEvent) => {
     try {
       o.observer?.(event);
@@ -201,7 +210,7 @@ export function createMessageProtocol<M>(options: ConsumerOptions<M>, owner = 'c
   };
   const backoffMs = (attempt: number | undefined) => Math.min(o.backoff.maxMs, o.backoff.baseMs * 2 ** Math.min(30, Math.max(0, (attempt ?? 1) - 1)));
 
-  return { deliver, settings: o };
+  return { deliver, settings: o, read };
 
   async function deliver(message: M, facts: DeliveryFacts, handler: MessageHandler<M>, onValue?: (value: unknown) => void): Promise<MessageAction> {
     const started = performance.now();

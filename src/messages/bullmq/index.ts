@@ -5,9 +5,7 @@
  * with the first run's return value.
  */
 import type { Job, Processor } from 'bullmq';
-import { InvalidOptionError } from '../../core/errors.js';
-import { describeValue } from '../../core/store-kit.js';
-import { createMessageProtocol, type ConsumerOptions, type DeliveryFacts, type MessageContext } from '../protocol.js';
+import { checkHandler, createMessageProtocol, type ConsumerOptions, type DeliveryFacts, type MessageContext } from '../protocol.js';
 
 export type { MessageContext, MessageEvent, DeadLetterReason } from '../protocol.js';
 
@@ -64,7 +62,7 @@ export const idempotentProcessor = <D = unknown, R = unknown, N extends string =
   handler: IdempotentJobHandler<D, R, N>,
   options: IdempotentProcessorOptions<D, R, N>,
 ): Processor<D, R, N> => {
-  if (typeof handler !== 'function') throw new InvalidOptionError(`idempotentProcessor(): \`handler\` must be a function, got ${describeValue(handler)}`, 'handler');
+  checkHandler('idempotentProcessor()', handler);
   const { deliver } = createMessageProtocol(options, 'idempotentProcessor()');
 
   return async function idempotentJob(job, token) {

@@ -14,9 +14,8 @@
  */
 import type { IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
 import { InvalidOptionError } from '../../core/errors.js';
-import { OptionReader } from '../../core/options.js';
 import { describeValue } from '../../core/store-kit.js';
-import { createMessageProtocol, type ConsumerOptions, type MessageAction, type MessageHandler } from '../protocol.js';
+import { checkHandler, createMessageProtocol, type ConsumerOptions, type MessageAction, type MessageHandler } from '../protocol.js';
 
 /** One delivery, as the handler, `key`, `scope` and `fingerprint` see it. */
 export interface MqttMessage {
@@ -68,9 +67,8 @@ type Done = (error: Error | number, code?: number) => void;
 export const consumeIdempotently = (client: MqttClient, topic: string, handler: MessageHandler<MqttMessage>, options: MqttConsumerOptions): MqttConsumer => {
   checkClient(client);
   if (typeof topic !== 'string' || topic === '') throw new InvalidOptionError(`${OWNER}: \`topic\` must be a non-empty topic filter, got ${describeValue(topic)}`, 'topic');
-  if (typeof handler !== 'function') throw new InvalidOptionError(`${OWNER}: \`handler\` must be a function, got ${describeValue(handler)}`, 'handler');
-  const { deliver } = createMessageProtocol(options, OWNER, ['deadLetterTopic', 'idProperty']);
-  const read = new OptionReader(OWNER, options, Object.keys(options));
+  checkHandler(OWNER, handler);
+  const { deliver, read } = createMessageProtocol(options, OWNER, ['deadLetterTopic', 'idProperty']);
   if (options.deadLetterTopic === undefined) throw new InvalidOptionError(`${OWNER}: \`deadLetterTopic\` is required: where messages that must never run are published`, 'deadLetterTopic');
   const deadLetterTopic = read.string('deadLetterTopic', '');
   if (/[+#]/.test(deadLetterTopic) || matches(topic, deadLetterTopic)) read.invalid('deadLetterTopic', `a topic without wildcards that ${JSON.stringify(topic)} does not match`);

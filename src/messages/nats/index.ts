@@ -8,9 +8,8 @@
 import type { Consumer, ConsumerInfo, JetStreamClient, JsMsg } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { InvalidOptionError } from '../../core/errors.js';
-import { OptionReader } from '../../core/options.js';
 import { describeValue } from '../../core/store-kit.js';
-import { createMessageProtocol, type ConsumerOptions, type MessageAction, type MessageHandler } from '../protocol.js';
+import { checkHandler, createMessageProtocol, type ConsumerOptions, type MessageAction, type MessageHandler } from '../protocol.js';
 
 export type { ConsumerOptions, DeadLetterReason, MessageContext, MessageEvent, MessageHandler } from '../protocol.js';
 
@@ -78,10 +77,8 @@ export const consumeIdempotently = (consumer: Consumer, handler: MessageHandler<
   if (typeof client !== 'object' || client === null || typeof client.consume !== 'function' || typeof client.info !== 'function') {
     throw new InvalidOptionError(`${OWNER}: \`consumer\` must be a JetStream Consumer (await js.consumers.get(stream, name)), got ${describeValue(consumer)}`, 'consumer');
   }
-  if (typeof handler !== 'function') throw new InvalidOptionError(`${OWNER}: \`handler\` must be a function, got ${describeValue(handler)}`, 'handler');
-  const { deliver, settings } = createMessageProtocol(options, OWNER, ['concurrency', 'requireMsgId', 'deadLetter']);
-  // Every name was checked by the protocol; this reads the adapter's own values.
-  const read = new OptionReader(OWNER, options, Object.keys(options));
+  checkHandler(OWNER, handler);
+  const { deliver, settings, read } = createMessageProtocol(options, OWNER, ['concurrency', 'requireMsgId', 'deadLetter']);
   const concurrency = read.count('concurrency', 1);
   const requireMsgId = read.boolean('requireMsgId', false);
   const deadLetter = read.raw('deadLetter') as NatsConsumerOptions['deadLetter'];

@@ -7,7 +7,7 @@
 import type { Channel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import { InvalidOptionError } from '../../core/errors.js';
 import { describeValue } from '../../core/store-kit.js';
-import { createMessageProtocol, type ConsumerOptions, type DeliveryFacts, type MessageAction, type MessageHandler } from '../protocol.js';
+import { checkHandler, createMessageProtocol, type ConsumerOptions, type DeliveryFacts, type MessageAction, type MessageHandler } from '../protocol.js';
 
 export type { ConsumerOptions, DeadLetterReason, MessageContext, MessageEvent, MessageHandler } from '../protocol.js';
 
@@ -78,7 +78,7 @@ export const consumeIdempotently = (channel: Channel, queue: string, handler: Me
     throw new InvalidOptionError(`${OWNER}: \`channel\` must be an amqplib channel (await connection.createChannel()), got ${describeValue(channel)}`, 'channel');
   }
   if (typeof queue !== 'string' || queue === '') throw new InvalidOptionError(`${OWNER}: \`queue\` must be a non-empty queue name, got ${describeValue(queue)}`, 'queue');
-  if (typeof handler !== 'function') throw new InvalidOptionError(`${OWNER}: \`handler\` must be a function, got ${describeValue(handler)}`, 'handler');
+  checkHandler(OWNER, handler);
   const { deliver } = createMessageProtocol(options, OWNER, ['idHeader', 'deadLetterExchange', 'consume']);
   const { idHeader, deadLetterExchange, consume = {} } = options;
   if (idHeader !== undefined && (typeof idHeader !== 'string' || idHeader === '')) {

@@ -10,9 +10,9 @@ import type * as SqsSdk from '@aws-sdk/client-sqs';
 import type { Message, MessageAttributeValue, SQSClient } from '@aws-sdk/client-sqs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidOptionError } from '../../core/errors.js';
-import { OptionReader } from '../../core/options.js';
+import type { OptionReader } from '../../core/options.js';
 import { describeValue } from '../../core/store-kit.js';
-import { createMessageProtocol, type ConsumerOptions, type MessageAction, type MessageHandler } from '../protocol.js';
+import { checkHandler, createMessageProtocol, type ConsumerOptions, type MessageAction, type MessageHandler } from '../protocol.js';
 
 export type { MessageAction, MessageEvent, MessageHandler, MessageContext, DeadLetterReason } from '../protocol.js';
 
@@ -60,10 +60,13 @@ function checkTarget(owner: string, client: unknown, queueUrl: unknown): void {
   }
 }
 
-function makeHandler(options: SqsConsumerOptions, owner: string, extra: readonly string[] = []): { handleSqsMessage: SqsMessageHandler; report: (error: unknown, message: Message | undefined) => void } {
+function makeHandler(
+  options: SqsConsumerOptions,
+  owner: string,
+  extra: readonly string[] = [],
+): { handleSqsMessage: SqsMessageHandler; report: (error: unknown, message: Message | undefined) => void; read: OptionReader } {
   const protocol = createMessageProtocol(options, owner, ['deadLetterQueueUrl', 'visibilityTimeoutSeconds', 'onError', ...extra]);
-  // The protocol has refused unknown names; every name left is one of ours.
-  const read = new OptionReader(owner, options, Object.keys(options));
+  const { read } = protocol;
   const deadLetterQueueUrl = options.deadLetterQueueUrl === undefined ? undefined : read.string('deadLetterQueueUrl', '');
   const visibilityS = read.count('visibilityTimeoutSeconds', 30);
   if (visibilityS > MAX_VISIBILITY_S || visibilityS * 1000 <= protocol.settings.leaseMs / 3) read.invalid('visibilityTimeoutSeconds', `whole seconds up to ${MAX_VISIBILITY_S}, longer than leaseMs / 3 (the heartbeat's interval)`);
@@ -76,7 +79,7 @@ function makeHandler(options: SqsConsumerOptions, owner: string, extra: readonly
     }
   };
 
-  return { handleSqsMessage, report };
+  return { handleSqsMessage, report, read };
 
   async function handleSqsMessage(client: SQSClient, queueUrl: string, message: Message, handler: MessageHandler<Message>): Promise<SqsDeliveryResult> {
     checkTarget(owner, client, queueUrl);
@@ -165,9 +168,8 @@ export const sqsMessageHandler = (options: SqsConsumerOptions): SqsMessageHandle
 export const consumeIdempotently = (client: SQSClient, queueUrl: string, handler: MessageHandler<Message>, options: SqsPollOptions): { close(): Promise<void> } => {
   const owner = 'consumeIdempotently()';
   checkTarget(owner, client, queueUrl);
-  if (typeof handler !== 'function') throw new InvalidOptionError(`${owner}: \`handler\` must be a function, got ${describeValue(handler)}`, 'handler');
-  const { handleSqsMessage, report } = makeHandler(options, owner, ['batchSize', 'waitTimeSeconds']);
-  const read = new OptionReader(owner, options, Object.keys(options));
+  checkHandler(owner, handler);
+  const { handleSqsMessage, report, read } = makeHandler(options, owner, ['batchSize', 'waitTimeSeconds']);
   const batchSize = read.count('batchSize', 10);
   if (batchSize > 10) read.invalid('batchSize', 'a whole number from 1 to 10');
   const waitTimeSeconds = options.waitTimeSeconds === 0 ? 0 : read.count('waitTimeSeconds', 20);
